@@ -1,0 +1,29 @@
+# The two documented entry points are `make demo` and `make test`; both set up .venv themselves.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup demo test test-all lint clean
+
+setup: $(STAMP)
+
+# Reinstall only when the pins change. torch comes from the local CPU wheel via the pin torch==2.13.0.
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+# Train, fold and export on the small dataset bundled in demo/ (no ../shared needed).
+demo: setup
+	$(VPY) train.py --data-directory demo/data --out-directory out/demo --holdout-directory demo/data/holdout
+
+# Default suite (<~15 min on 2 cores); CI adds the slow end-to-end and container tests via TEST_ARGS.
+test: setup
+	$(VPY) -m pytest $(TEST_ARGS)
+
+lint: setup
+	$(VPY) -m ruff check .
+
+clean:
+	rm -rf out .pytest_cache

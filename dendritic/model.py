@@ -1,0 +1,172 @@
+"""The conv+FC keyword-spotting network: one config dataclass, one module, named presets.
+
+The model always takes EI's flat, frame-major feature vector (B, frames*coeffs) and reshapes inside,
+so the exported graph has the (1, F) input the Edge Impulse SDK copies features into.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+import torch
+from torch import nn
+
+ConvType = Literal["conv1d", "conv2d"]
+Growth = Literal["uniform", "doubling"]
+PoolMode = Literal["same", "floor"]
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture of the classifier. Shapes derive from n_features and n_coeffs (never hard-coded)."""
+
+    n_features: int
+    n_classes: int
+    n_coeffs: int = 13
+    conv_type: ConvType = "conv1d"
+    conv_layers: int = 2
+    width: int = 8  # channels of the first conv layer
+    growth: Growth = "doubling"  # channel count per later conv layer: same, or x2 each layer
+    kernel_size: int = 3
+    pool: PoolMode = "same"  # "same": Keras-style ceil pooling done as zero pad + floor pool (int8-safe)
+    linear_layers: int = 1  # including the classifier
+    linear_width: int = 16  # width of hidden linear layers (only when linear_layers > 1)
+    dropout: float = 0.25
+    noise_std: float = 0.0  # Gaussian input noise during training only
+    channels: tuple[int, ...] | None = None  # explicit conv widths; overrides width/growth when set
+
+    @property
+    def frames(self) -> int:
+        return self.n_features // self.n_coeffs
+
+    def validate(self) -> None:
+        """Raise ValueError with one readable line for an impossible architecture."""
+        if self.n_features % self.n_coeffs:
+            raise ValueError(f"feature count {self.n_features} is not divisible by {self.n_coeffs} MFCC coefficients")
+        if not 0 <= self.conv_layers <= 4:
+            raise ValueError(f"conv layers must be 0-4, got {self.conv_layers}")
+        if not 1 <= self.linear_layers <= 3:
+            raise ValueError(f"linear layers must be 1-3, got {self.linear_layers}")
+        if self.n_classes < 2:
+            raise ValueError(f"need at least 2 classes, got {self.n_classes}")
+        if self.width < 1 or self.linear_width < 1 or self.kernel_size < 1:
+            raise ValueError("width, linear width and kernel size must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.noise_std < 0:
+            raise ValueError(f"input noise must be >= 0, got {self.noise_std}")
+        if self.conv_type not in ("conv1d", "conv2d"):
+            raise ValueError(f"conv type must be conv1d or conv2d, got {self.conv_type!r}")
+        if self.growth not in ("uniform", "doubling"):
+            raise ValueError(f"width growth must be uniform or doubling, got {self.growth!r}")
+        if self.channels is not None and (len(self.channels) != self.conv_layers or min(self.channels, default=1) < 1):
+            raise ValueError(f"channels {self.channels} must give one positive width per conv layer")
+        if self.pool not in ("same", "floor"):
+            raise ValueError(f"pool must be same or floor, got {self.pool!r}")
+        h, w = self.frames, self.n_coeffs
+        for _ in range(self.conv_layers):
+            h, w = _pooled(h, self.pool), (_pooled(w, self.pool) if self.conv_type == "conv2d" else w)
+            if h < 1 or w < 1:
+                raise ValueError(f"{self.conv_layers} pooled conv layers shrink {self.frames}x{self.n_coeffs} to nothing")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    # EI's default MFCC classifier (ei-contract §6.3): Conv1D 8 -> Conv1D 16 -> Dense; 1,347 params at 3 classes.
+    "ei-default": dict(conv_type="conv1d", conv_layers=2, width=8, growth="doubling", kernel_size=3,
+                       pool="same", linear_layers=1, dropout=0.25),
+    # The PerforatedAI hackathon AudioClassifier baseline (ei-contract §6.4): 3,859 params at 3 classes.
+    "paper-baseline": dict(conv_type="conv2d", conv_layers=3, channels=(8, 16, 16), kernel_size=3,
+                           pool="floor", linear_layers=1, dropout=0.25),
+}
+
+
+def preset(name: str, n_features: int, n_classes: int, n_coeffs: int = 13, **overrides) -> NetConfig:
+    """A preset config; `overrides` (e.g. dropout) replace preset fields."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r} (choose from {', '.join(PRESETS)})")
+    cfg = NetConfig(n_features=n_features, n_classes=n_classes, n_coeffs=n_coeffs, **PRESETS[name])
+    return replace(cfg, **overrides)
+
+
+def _pooled(n: int, mode: PoolMode) -> int:
+    return (n + 1) // 2 if mode == "same" else n // 2
+
+
+def conv_channels(cfg: NetConfig) -> list[int]:
+    """Output channels per conv layer: explicit, or width grown uniformly / doubling each layer."""
+    if cfg.channels is not None:
+        return list(cfg.channels)
+    step = 2 if cfg.growth == "doubling" else 1
+    return [cfg.width * step**i for i in range(cfg.conv_layers)]
+
+
+class Pool(nn.Module):
+    """2x max pool. 'same' mode pads odd sizes with zeros first: equal to Keras 'same' after a ReLU, and it
+    converts to a plain PAD (ceil_mode would become PADV2(-FLT_MAX) and break int8, conversion.md pitfall 4)."""
+
+    def __init__(self, dims: int, mode: PoolMode):
+        super().__init__()
+        self.dims, self.mode = dims, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "same":
+            pad: list[int] = []
+            for size in reversed(x.shape[-self.dims:]):
+                pad += [0, size % 2]
+            if any(pad):
+                x = nn.functional.pad(x, pad, value=0.0)
+        if self.dims == 1:
+            return nn.functional.max_pool1d(x, 2)
+        return nn.functional.max_pool2d(x, 2)
+
+
+class KWSNet(nn.Module):
+    """conv blocks (Conv -> ReLU -> Pool -> Dropout) then linear layers (Linear -> ReLU -> Dropout) -> logits.
+
+    Every Conv/Linear sits directly in a named slot (`convs[i]`, `linears[i]`) so dendritic wrapping can
+    swap it in place; activations stay outside the wrapped layer, as PB requires.
+    """
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        dims = 1 if cfg.conv_type == "conv1d" else 2
+        conv_cls = nn.Conv1d if dims == 1 else nn.Conv2d
+        c_in = cfg.n_coeffs if dims == 1 else 1
+        h, w = cfg.frames, cfg.n_coeffs
+        self.convs = nn.ModuleList()
+        self.pools = nn.ModuleList()
+        for c_out in conv_channels(cfg):
+            self.convs.append(conv_cls(c_in, c_out, cfg.kernel_size, padding=cfg.kernel_size // 2))
+            self.pools.append(Pool(dims, cfg.pool))
+            c_in = c_out
+            h = _pooled(h, cfg.pool)
+            w = _pooled(w, cfg.pool) if dims == 2 else w
+        flat = c_in * h * (w if dims == 2 else 1) if cfg.conv_layers else cfg.n_features
+        sizes = [flat] + [cfg.linear_width] * (cfg.linear_layers - 1) + [cfg.n_classes]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if self.training and cfg.noise_std > 0:
+            x = x + torch.randn_like(x) * cfg.noise_std
+        if cfg.conv_layers:
+            x = x.reshape(-1, cfg.frames, cfg.n_coeffs)  # EI order is frame-major: (time, cepstrum)
+            x = x.transpose(1, 2) if cfg.conv_type == "conv1d" else x.unsqueeze(1)
+            for conv, pool in zip(self.convs, self.pools):
+                x = self.drop(pool(torch.relu(conv(x))))
+            x = x.flatten(1)
+        for i, lin in enumerate(self.linears):
+            x = lin(x)
+            if i < len(self.linears) - 1:
+                x = self.drop(torch.relu(x))
+        return x
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
