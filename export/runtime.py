@@ -1,0 +1,131 @@
+"""Run exported artifacts on feature rows: ONNX (onnxruntime), float or int8 TFLite (LiteRT reference
+kernels) and int8 TFLite in the real TFLite Micro interpreter.
+
+Everything loops over rows because the exported graphs have a static batch of 1 (EI's contract).
+Heavy runtimes are imported lazily so `import export` stays cheap.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def litert_interpreter(model_path: str | Path):
+    """A LiteRT interpreter with the reference kernels: TFLM-like int8 maths and the real op list
+    (the default XNNPACK delegate would hide ops behind one DELEGATE node)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(model_path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    return it
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Float -> int8 as the EI SDK does it for the input tensor (round, add zero point, clip)."""
+    return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return (q.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+def _rows(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"expected feature rows of shape (N, F), got {X.shape}")
+    return X
+
+
+def _predict_onnx(model_path: Path, X: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: X[i:i + 1]})[0] for i in range(len(X))])
+
+
+def _predict_tflite(model_path: Path, X: np.ndarray) -> np.ndarray:
+    it = litert_interpreter(model_path)
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    in_q, out_q = inp["dtype"] == np.int8, out["dtype"] == np.int8
+    rows = []
+    for i in range(len(X)):
+        x = X[i:i + 1].reshape(inp["shape"])
+        it.set_tensor(inp["index"], quantize(x, *inp["quantization"]) if in_q else x.astype(np.float32))
+        it.invoke()
+        y = it.get_tensor(out["index"])
+        rows.append(dequantize(y, *out["quantization"]) if out_q else y.astype(np.float32))
+    return np.concatenate(rows).reshape(len(X), -1)
+
+
+def predict(model_path: str | Path, X: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, C) float32 for float32 features X (N, F), for .onnx, float .tflite and
+    int8-I/O .tflite (input quantized with the tensor's scale/zero-point, output dequantized)."""
+    model_path = Path(model_path)
+    X = _rows(X).astype(np.float32)
+    if model_path.suffix == ".onnx":
+        return _predict_onnx(model_path, X)
+    if model_path.suffix == ".tflite":
+        return _predict_tflite(model_path, X)
+    raise ValueError(f"don't know how to run {model_path.name} (expected .onnx or .tflite)")
+
+
+def _tflm_interpreter(model_path: str | Path):
+    """The real TFLite Micro interpreter (raises on ops TFLM does not support)."""
+    import tflite_micro  # its `runtime` submodule is only reachable as an attribute of the package
+
+    return tflite_micro.runtime.Interpreter.from_file(str(model_path))
+
+
+def tflm_predict(model_path: str | Path, X_int8: np.ndarray) -> np.ndarray:
+    """Raw int8 outputs (N, C) of the real TFLite Micro interpreter for int8 input rows (N, F)."""
+    X_int8 = _rows(X_int8).astype(np.int8)
+    it = _tflm_interpreter(model_path)
+    shape = it.get_input_details(0)["shape"]
+    rows = []
+    for i in range(len(X_int8)):
+        it.set_input(X_int8[i:i + 1].reshape(shape), 0)
+        it.invoke()
+        rows.append(np.array(it.get_output(0)).reshape(1, -1))
+    return np.concatenate(rows)
+
+
+def _capture_fds(fn) -> str:
+    """Run fn() with the process-level stdout and stderr redirected to a temp file; return the text.
+    TFLM prints its allocation report from C++, which Python's sys.stdout redirection cannot see."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        try:
+            for fd in saved:
+                os.dup2(tmp.fileno(), fd)
+            fn()
+        finally:
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+        tmp.seek(0)
+        return tmp.read().decode(errors="replace")
+
+
+_ARENA_RE = re.compile(r"\[RecordingMicroAllocator\] Arena allocation total (\d+) bytes")
+
+
+def tflm_arena_bytes(model_path: str | Path) -> int:
+    """Tensor arena bytes the real TFLite Micro interpreter uses for this model (one zero-input run,
+    then the RecordingMicroAllocator report)."""
+    it = _tflm_interpreter(model_path)
+    d = it.get_input_details(0)
+    it.set_input(np.zeros(d["shape"], dtype=d["dtype"]), 0)
+    it.invoke()
+    report = _capture_fds(it.print_allocations)
+    m = _ARENA_RE.search(report)
+    if not m:
+        raise RuntimeError(f"no arena total in the TFLite Micro allocation report: {report[:200]!r}")
+    return int(m.group(1))
