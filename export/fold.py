@@ -1,0 +1,176 @@
+"""Exact algebraic folding of dendritic layers (pb-algorithm §7.2) and of BatchNorm, for export.
+
+A dendritic layer computes y = M(x) + sum_j T_j * f(D_j(x) + sum_{i<j} U_j[i] * a_i). Its k dendrite copies
+and M share the input and hyper-parameters, so they become ONE Conv/Linear with (k+1)*C outputs, a split,
+the activations and per-channel Mul/Add: one kernel instead of k+1 for the MCU, and a graph made only of
+torch built-ins, so nothing from the training library reaches ONNX. Dendritic layers are recognised by
+duck typing (attributes `main`, `dendrites`, `out_weights`, `cascade`, `activation`) so this package does
+not depend on dendritic/.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
+ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
+_DENDRITIC_ATTRS = ("main", "dendrites", "out_weights", "cascade", "activation")
+
+
+def is_dendritic(m: nn.Module) -> bool:
+    return all(hasattr(m, a) for a in _DENDRITIC_ATTRS)
+
+
+def has_dendrites(model: nn.Module) -> bool:
+    """True when any dendritic layer in the model carries at least one dendrite."""
+    return any(is_dendritic(m) and len(m.dendrites) for m in model.modules())
+
+
+def fold_bn(layer: nn.Module, bn: nn.Module) -> nn.Module:
+    """A copy of Conv/Linear `layer` with the following BatchNorm's eval statistics folded in:
+    W' = W * g / sqrt(var + eps) per output channel, b' = (b - mean) * g / sqrt(var + eps) + beta."""
+    if not isinstance(layer, LAYER_TYPES) or not isinstance(bn, BN_TYPES):
+        raise TypeError(f"cannot fold {type(bn).__name__} into {type(layer).__name__}")
+    if bn.running_mean is None:
+        raise ValueError("BatchNorm without running statistics cannot be folded")
+    scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    fused = copy.deepcopy(layer)
+    with torch.no_grad():
+        fused.weight = nn.Parameter(layer.weight * scale.view(-1, *[1] * (layer.weight.dim() - 1)))
+        fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift)
+    return fused
+
+
+def fold_batchnorms(model: nn.Module) -> nn.Module:
+    """In place: every Conv/Linear directly followed by a BatchNorm inside an nn.Sequential absorbs it and the
+    BatchNorm becomes Identity (keeps indices stable). Returns the model."""
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], LAYER_TYPES) and isinstance(seq[i + 1], BN_TYPES):
+                seq[i] = fold_bn(seq[i], seq[i + 1])
+                seq[i + 1] = nn.Identity()
+    return model
+
+
+def _plain(m: nn.Module) -> nn.Module:
+    """A Conv/Linear, or a Sequential(Conv/Linear, BatchNorm) (PB's wrapped conv+BN unit) folded into one."""
+    if isinstance(m, nn.Sequential) and len(m) == 2:
+        return fold_bn(m[0], m[1])
+    if isinstance(m, LAYER_TYPES):
+        return m
+    raise TypeError(f"cannot fold a dendritic layer around {type(m).__name__}")
+
+
+def _stack(layers: list[nn.Module]) -> nn.Module:
+    """One layer whose output channels are the given same-shaped layers' outputs, concatenated in order."""
+    first = layers[0]
+    if getattr(first, "groups", 1) != 1:
+        raise ValueError("grouped convolutions cannot be stacked along the output channels")
+    stacked = copy.deepcopy(first)
+    zero_bias = torch.zeros(first.weight.shape[0], dtype=first.weight.dtype)
+    with torch.no_grad():
+        stacked.weight = nn.Parameter(torch.cat([m.weight for m in layers]))
+        stacked.bias = nn.Parameter(torch.cat([zero_bias if m.bias is None else m.bias for m in layers]))
+    if isinstance(stacked, nn.Linear):
+        stacked.out_features = stacked.weight.shape[0]
+    else:
+        stacked.out_channels = stacked.weight.shape[0]
+    return stacked
+
+
+def _scaled(layer: nn.Module, s: torch.Tensor) -> nn.Module:
+    """A copy of `layer` with every output channel c multiplied by s[c] (weights and bias)."""
+    out = copy.deepcopy(layer)
+    with torch.no_grad():
+        out.weight.mul_(s.view(-1, *[1] * (out.weight.dim() - 1)))
+        if out.bias is not None:
+            out.bias.mul_(s)
+    return out
+
+
+class FoldedDendriticLayer(nn.Module):
+    """Export form of a dendritic layer: Conv/Linear with (k+1)*C outputs -> split -> f -> per-channel Mul/Add.
+
+    Chunks 0..k-1 are the dendrites, chunk k the neurons. `cascade_src[j]` lists the earlier dendrites i whose
+    cascade weight into dendrite j is non-zero (zero ones are dropped: x + 0*a == x exactly); `out_weights[j]`
+    is None when it is all ones (ReLU fold with positive T), so no Mul is emitted.
+    """
+
+    def __init__(self, layer: nn.Module, k: int, activation: str, out_weights: list[torch.Tensor | None],
+                 cascade: list[list[tuple[int, torch.Tensor]]]):
+        super().__init__()
+        self.layer, self.k, self.activation = layer, k, activation
+        self.channels = layer.weight.shape[0] // (k + 1)
+        view = (1, -1, *[1] * (layer.weight.dim() - 2))  # broadcast [C] over [B, C, ...]
+        self.has_out = [t is not None for t in out_weights]
+        self.out_weights = nn.ParameterList(
+            [nn.Parameter(t.reshape(view).clone(), requires_grad=False) for t in out_weights if t is not None])
+        self.cascade_src = [[i for i, _ in terms] for terms in cascade]
+        self.cascade = nn.ParameterList(
+            [nn.Parameter(u.reshape(view).clone(), requires_grad=False) for terms in cascade for _, u in terms])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = ACTIVATIONS[self.activation]
+        z = torch.split(self.layer(x), self.channels, dim=1)
+        y, acts = z[self.k], []
+        outs, casc = iter(self.out_weights), iter(self.cascade)
+        for j in range(self.k):
+            p = z[j]
+            for i in self.cascade_src[j]:
+                p = p + next(casc) * acts[i]
+            acts.append(f(p))
+            y = y + (next(outs) * acts[j] if self.has_out[j] else acts[j])
+        return y
+
+    def extra_repr(self) -> str:
+        return f"dendrites={self.k}, activation={self.activation}"
+
+
+def fold_dendritic(d: nn.Module) -> nn.Module:
+    """The folded equivalent of one dendritic layer (its plain main layer when it has no dendrites)."""
+    main = _plain(d.main)
+    k = len(d.dendrites)
+    if k == 0:
+        return copy.deepcopy(main)
+    if d.activation not in ACTIVATIONS:
+        raise ValueError(f"cannot fold dendrite activation {d.activation!r}")
+    dendrites = [_plain(m) for m in d.dendrites]
+    t = [w.detach().clone() for w in d.out_weights]
+    u = [w.detach().clone() for w in d.cascade]  # u[j] has shape [j, C]
+    if d.activation == "relu":
+        # t * relu(p) = (t/s) * relu(s*p) for s > 0: scale dendrite j by s_j = |t_j| (1 where t_j == 0), so
+        # only a sign (or zero) stays on the output; a cascade weight from i into j becomes U_j[i] * s_j / s_i.
+        s = [torch.where(tj != 0, tj.abs(), torch.ones_like(tj)) for tj in t]
+        dendrites = [_scaled(m, sj) for m, sj in zip(dendrites, s)]
+        u = [uj * s[j] / torch.stack(s[:j]) if j else uj for j, uj in enumerate(u)]
+        t = [tj / sj for tj, sj in zip(t, s)]
+    out = [None if bool((tj == 1).all()) else tj for tj in t]
+    cascade = [[(i, uj[i]) for i in range(j) if bool((uj[i] != 0).any())] for j, uj in enumerate(u)]
+    return FoldedDendriticLayer(_stack(dendrites + [main]), k, d.activation, out, cascade)
+
+
+def _replace_dendritic(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if is_dendritic(child):
+            setattr(module, name, fold_dendritic(child))
+        else:
+            _replace_dendritic(child)
+
+
+@torch.no_grad()
+def fold_model(model: nn.Module) -> nn.Module:
+    """An eval-mode deep copy with every dendritic layer folded (plain layer when it has 0 dendrites) and
+    every Sequential Conv/Linear+BatchNorm pair fused. The original model is left untouched."""
+    folded = copy.deepcopy(model).eval()
+    if is_dendritic(folded):
+        folded = fold_dendritic(folded).eval()
+    _replace_dendritic(folded)
+    fold_batchnorms(folded)
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded

@@ -1,0 +1,150 @@
+"""Folding is exact: folded vs unfolded torch outputs for every dendrite count, style, layer type and
+activation, plus the BatchNorm fold on a toy model. Pure torch, fast."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from dendritic.layer import DendriticLayer
+from dendritic.model import KWSNet, preset
+from export.fold import fold_bn, fold_model, is_dendritic
+
+N_FEATURES, N_CLASSES = 650, 3
+
+
+def dendritic_net(conv_type: str, activation: str, k: int, style: str, seed: int = 0) -> KWSNet:
+    """A KWSNet with every conv and linear wrapped and k dendrites each, with trained-looking dendrite weights
+    (the scale of the neuron weights) and random non-zero T. GD: zero cascade; CC: random cascade."""
+    torch.manual_seed(seed)
+    net = KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type, linear_layers=2))
+    for slots in (net.convs, net.linears):
+        for idx, layer in enumerate(slots):
+            d = DendriticLayer(layer, activation)
+            for _ in range(k):
+                d.add_dendrite()
+            with torch.no_grad():
+                for j in range(k):
+                    d.out_weights[j].copy_(torch.randn_like(d.out_weights[j]) * 0.5)
+                    if style == "cc":
+                        d.cascade[j].copy_(torch.randn_like(d.cascade[j]) * 0.5)
+                    for p in d.dendrites[j].parameters():
+                        p.copy_(torch.randn_like(p) * layer.weight.std())
+            slots[idx] = d
+    return net.eval()
+
+
+def max_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (a(x) - b(x)).abs().max().item()
+
+
+def without_dendrites(net: KWSNet) -> KWSNet:
+    plain = copy.deepcopy(net)
+    for slots in (plain.convs, plain.linears):
+        for idx, layer in enumerate(slots):
+            slots[idx] = layer.main
+    return plain
+
+
+def foreign_modules(model: nn.Module) -> list[str]:
+    """Inner modules whose class comes from the dendritic package but not from the file that defines the
+    outer network (KWSNet and its Pool are the architecture; the PB library must not reach the export)."""
+    home = type(model).__module__
+    return [f"{n}: {type(m).__module__}.{type(m).__name__}" for n, m in model.named_modules()
+            if n and type(m).__module__.split(".")[0] == "dendritic" and type(m).__module__ != home]
+
+
+@pytest.mark.parametrize("conv_type", ["conv1d", "conv2d"])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("style", ["gd", "cc"])
+def test_fold_is_exact(conv_type: str, activation: str, style: str) -> None:
+    x = torch.randn(16, N_FEATURES)
+    for k in range(1, 5):
+        net = dendritic_net(conv_type, activation, k, style, seed=k)
+        folded = fold_model(net)
+        diff = max_diff(net, folded, x)
+        assert diff <= 1e-5, f"k={k}: folded differs by {diff:.2e}"
+        assert max_diff(folded, without_dendrites(net), x) > 1e-3, "dendrites too weak for a meaningful test"
+        assert foreign_modules(folded) == []
+        assert not any(is_dendritic(m) for m in folded.modules())
+        # Conv1d, Conv2d and Linear are all folded: one stacked layer with (k+1)*C outputs per slot.
+        assert folded.convs[0].layer.weight.shape[0] == (k + 1) * net.convs[0].main.weight.shape[0]
+        assert folded.linears[-1].layer.weight.shape[0] == (k + 1) * N_CLASSES
+
+
+def test_fold_leaves_original_untouched_and_zero_dendrites_become_plain() -> None:
+    net = dendritic_net("conv1d", "tanh", 2, "cc")
+    before = {n: p.clone() for n, p in net.state_dict().items()}
+    net.linears[0] = DendriticLayer(net.linears[0].main, "tanh")  # wrapped, no dendrites
+    folded = fold_model(net)
+    assert type(folded.linears[0]) is nn.Linear
+    assert all(torch.equal(before[n], p) for n, p in net.state_dict().items() if n in before)
+    assert max_diff(net, folded, torch.randn(4, N_FEATURES)) <= 1e-5
+
+
+def test_relu_fold_keeps_only_signs() -> None:
+    net = dendritic_net("conv1d", "relu", 3, "cc")
+    with torch.no_grad():
+        net.convs[0].out_weights[1][0] = 0.0  # a zero T entry must survive the |T| fold
+    folded = fold_model(net)
+    for slot in list(folded.convs) + list(folded.linears):
+        for t in slot.out_weights:
+            assert set(t.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    assert max_diff(net, folded, torch.randn(8, N_FEATURES)) <= 1e-5
+
+
+def test_gd_cascade_is_dropped() -> None:
+    folded = fold_model(dendritic_net("conv1d", "tanh", 3, "gd"))
+    assert all(src == [] for src in folded.convs[0].cascade_src)
+    assert len(folded.convs[0].cascade) == 0
+
+
+def _randomise_bn(bn: nn.Module) -> None:
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn_like(bn.running_mean))
+        bn.running_var.copy_(torch.rand_like(bn.running_var) + 0.5)
+        bn.weight.copy_(torch.randn_like(bn.weight))
+        bn.bias.copy_(torch.randn_like(bn.bias))
+
+
+def test_bn_fold_on_toy_model() -> None:
+    torch.manual_seed(0)
+    toy = nn.Sequential(nn.Conv1d(4, 6, 3, padding=1), nn.BatchNorm1d(6), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(6 * 10, 5, bias=False), nn.BatchNorm1d(5))
+    conv2 = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
+    for bn in (toy[1], toy[5], conv2[1]):
+        _randomise_bn(bn)
+    toy.eval(), conv2.eval()
+    folded = fold_model(toy)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    assert max_diff(toy, folded, torch.randn(7, 4, 10)) <= 1e-5
+    fused = fold_bn(conv2[0], conv2[1])
+    assert max_diff(conv2, fused, torch.randn(3, 2, 8, 8)) <= 1e-5
+
+
+def test_bn_inside_dendritic_unit_is_folded() -> None:
+    """PB wraps conv+BN units; each copy's BN is folded into its own conv before stacking."""
+    torch.manual_seed(1)
+
+    class Unit(nn.Module):  # stand-in dendritic layer whose main/dendrites are conv+BN Sequentials
+        def __init__(self) -> None:
+            super().__init__()
+            self.main = nn.Sequential(nn.Conv1d(3, 4, 3, padding=1), nn.BatchNorm1d(4))
+            self.dendrites = nn.ModuleList([nn.Sequential(nn.Conv1d(3, 4, 3, padding=1), nn.BatchNorm1d(4))])
+            self.out_weights = nn.ParameterList([nn.Parameter(torch.randn(4))])
+            self.cascade = nn.ParameterList([nn.Parameter(torch.zeros(0, 4))])
+            self.activation = "sigmoid"
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.main(x) + self.out_weights[0].view(1, -1, 1) * torch.sigmoid(self.dendrites[0](x))
+
+    unit = Unit()
+    for m in unit.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            _randomise_bn(m)
+    unit.eval()
+    folded = fold_model(nn.Sequential(unit))
+    assert max_diff(unit, folded, torch.randn(5, 3, 9)) <= 1e-5
