@@ -1,0 +1,235 @@
+"""Read an Edge Impulse (EI) learning-block data directory into plain numpy arrays.
+
+EI hands the block `X_split_{train,test}.npy` / `Y_split_{train,test}.npy` (the "test" split is the
+validation split) and, in Studio, a `train_input.json`. The Y layout is documented one way and shipped
+another (ei-contract §4.3), so labels are decoded defensively. Every problem with the input raises
+DataError with one line that names the problem and the file, so train.py can print it as `ERR: ...`
+instead of a traceback.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A problem with the user's data, phrased for the Studio log: one line naming the problem and file."""
+
+
+@dataclass
+class EIData:
+    """The splits EI gives the block, labels decoded to 0-based int64 class indices."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray  # EI's X_split_test: the validation split carved from the Training set
+    y_val: np.ndarray
+    classes: list[str]
+    x_holdout: np.ndarray | None = None  # our local stand-in for Studio's Test set (never given by EI)
+    y_holdout: np.ndarray | None = None
+    info: dict = field(default_factory=dict)  # parsed train_input.json, {} when running locally
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def max_training_seconds(self) -> float | None:
+        """EI's compute-time limit for this job, when Studio passed one."""
+        limit = self.info.get("maxTrainingTimeSeconds")
+        return None if limit is None else float(limit)
+
+
+def _one_line(err: Exception) -> str:
+    """Collapse a library message (numpy/json errors may span lines) into one line."""
+    return " ".join(str(err).split())
+
+
+def _is_integral(a: np.ndarray) -> bool:
+    if a.dtype.kind in "iub":
+        return True
+    return a.dtype.kind == "f" and bool(np.all(np.isfinite(a))) and bool(np.all(a == np.round(a)))
+
+
+def _decode(y: np.ndarray, name: str) -> tuple[np.ndarray, int | None]:
+    """Labels plus the one-hot width (None for integer formats, which do not carry a class count)."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iubf":
+        raise DataError(f"{name}: labels must be numeric, got dtype {y.dtype}")
+    if y.ndim == 2 and y.shape[1] >= 1:
+        # Row sums first: with 4 classes one-hot and the 4-column format have the same shape.
+        in01 = np.isin(y, (0, 1)).all(axis=1)
+        one_hot = in01 & (y.sum(axis=1) == 1)
+        if one_hot.all():
+            return y.argmax(axis=1).astype(np.int64), y.shape[1]
+        if y.shape[1] == 4 and _is_integral(y) and y[:, 0].min() >= 1:
+            return y[:, 0].astype(np.int64) - 1, None  # column 0 is a 1-based label index
+        if y.shape[1] == 1 and _is_integral(y):
+            y = y[:, 0]
+        else:
+            bad = int(np.flatnonzero(~one_hot)[0])
+            shown = ", ".join(f"{float(v):g}" for v in y[bad][:8]) + (", ..." if y.shape[1] > 8 else "")
+            raise DataError(
+                f"{name}: Y rows are not one-hot (row {bad} = [{shown}]) "
+                f"and not the 4-column integer format (1-based label, sample id, start ms, end ms)"
+            )
+    if y.ndim != 1:
+        raise DataError(f"{name}: Y must be one-hot (N, classes), 4-column int or 1-D labels, got shape {y.shape}")
+    if not _is_integral(y):
+        raise DataError(f"{name}: 1-D Y must hold integer class indices")
+    if y.size and y.min() < 0:
+        raise DataError(f"{name}: negative class index {int(y.min())} in Y")
+    return y.astype(np.int64), None
+
+
+def decode_labels(y: np.ndarray, n_classes: int | None = None, name: str = "Y") -> np.ndarray:
+    """0-based int64 labels from one-hot (N,C), 4-column int (1-based col 0) or 1-D int Y.
+
+    With `n_classes`, a one-hot width or a label that does not fit that class count is a DataError.
+    """
+    labels, width = _decode(y, name)
+    if n_classes is not None:
+        _check_class_count(labels, width, n_classes, name, "expected")
+    return labels
+
+
+def _check_class_count(labels: np.ndarray, width: int | None, n_classes: int, name: str, source: str) -> None:
+    if width is not None and width != n_classes:
+        raise DataError(f"{name}: class count mismatch: Y has {width} one-hot columns but {source} {n_classes} classes")
+    if labels.size and labels.max() >= n_classes:
+        raise DataError(
+            f"{name}: class count mismatch: label index {int(labels.max())} is out of range for "
+            f"{source} {n_classes} classes"
+        )
+
+
+def _load_x(path: Path, n_coeffs: int) -> np.ndarray:
+    x = _load_npy(path)
+    if x.ndim != 2:
+        raise DataError(f"{path}: X must be 2-D (samples, features), got shape {x.shape}")
+    if x.dtype.kind not in "iuf":
+        raise DataError(f"{path}: X must be numeric, got dtype {x.dtype}")
+    if x.shape[1] % n_coeffs:
+        raise DataError(
+            f"{path}: {x.shape[1]} features is not divisible by {n_coeffs} MFCC coefficients "
+            f"(set mfcc-coefficients to the MFCC block's value)"
+        )
+    # A copy detaches from the memory map, so the array is writable for torch.from_numpy.
+    x = np.array(x, dtype=np.float32)
+    finite = np.isfinite(x)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise DataError(f"{path}: X contains {int((~finite).sum())} NaN/inf values (first in row {row})")
+    return x
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"missing file: {path}")
+    try:
+        # mmap: the arrays are only read once and copied; never unpickle user data.
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot read .npy file: {_one_line(err)}") from None
+
+
+def _load_split(split: str, x_path: Path, y_path: Path, n_coeffs: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """One split: float32 X, decoded labels, one-hot width; shapes checked against each other."""
+    x = _load_x(x_path, n_coeffs)
+    y, width = _decode(_load_npy(y_path), str(y_path))
+    if len(x) != len(y):
+        raise DataError(f"length mismatch: {x_path} has {len(x)} rows but {y_path} has {len(y)}")
+    if len(x) == 0:
+        raise DataError(f"{x_path}: the {split} split is empty (0 rows)")
+    return x, y, width
+
+
+def load_info(path: Path) -> dict:
+    """Parse train_input.json and check the fields we use, so a bad file fails here, not mid-training."""
+    try:
+        info = json.loads(path.read_text())
+    except OSError as err:
+        raise DataError(f"{path}: cannot read train_input.json: {_one_line(err)}") from None
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise DataError(f"{path}: train_input.json is not valid JSON: {_one_line(err)}") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{path}: train_input.json must hold a JSON object, got {type(info).__name__}")
+    classes = info.get("classes")
+    if classes is not None and (
+        not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes)
+    ):
+        raise DataError(f"{path}: train_input.json 'classes' must be a non-empty list of class names")
+    limit = info.get("maxTrainingTimeSeconds")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
+        raise DataError(f"{path}: train_input.json 'maxTrainingTimeSeconds' must be a positive number, got {limit!r}")
+    mode = info.get("mode", "classification")
+    if mode != "classification":
+        raise DataError(f"{path}: train_input.json mode is {mode!r}; this block supports classification only")
+    return info
+
+
+def load_ei_data(
+    data_dir: str | Path,
+    info_file: str | Path | None = None,
+    holdout_dir: str | Path | None = None,
+    n_coeffs: int = 13,
+) -> EIData:
+    """Load and validate an EI data directory (plus an optional holdout dir with X_test/Y_test.npy).
+
+    Class names come from `info_file`, else `<data_dir>/train_input.json`, else `class0..`.
+    """
+    data_dir = Path(data_dir)
+    if n_coeffs < 1:
+        raise DataError(f"mfcc-coefficients must be at least 1, got {n_coeffs}")
+    if not data_dir.is_dir():
+        raise DataError(f"missing data directory: {data_dir}")
+    info_path = Path(info_file) if info_file else data_dir / "train_input.json"
+    if info_file and not info_path.is_file():
+        raise DataError(f"missing file: {info_path} (train_input.json given by --info-file)")
+    info = load_info(info_path) if info_path.is_file() else {}
+
+    splits = {
+        "train": (data_dir / "X_split_train.npy", data_dir / "Y_split_train.npy"),
+        "validation": (data_dir / "X_split_test.npy", data_dir / "Y_split_test.npy"),
+    }
+    if holdout_dir is not None:
+        splits["holdout"] = (Path(holdout_dir) / "X_test.npy", Path(holdout_dir) / "Y_test.npy")
+    loaded = {name: _load_split(name, xp, yp, n_coeffs) for name, (xp, yp) in splits.items()}
+
+    x_train_path = splits["train"][0]
+    for name, (x, _, _) in loaded.items():
+        if x.shape[1] != loaded["train"][0].shape[1]:
+            raise DataError(
+                f"feature count mismatch: {x_train_path} has {loaded['train'][0].shape[1]} features "
+                f"but {splits[name][0]} has {x.shape[1]}"
+            )
+
+    if "classes" in info:
+        classes, source = list(info["classes"]), f"{info_path} lists"
+    else:
+        widths = [w for _, _, w in loaded.values() if w is not None]
+        n = widths[0] if widths else max(int(y.max()) for _, y, _ in loaded.values()) + 1
+        classes, source = [f"class{i}" for i in range(n)], "the training Y has"
+    for name, (_, y, width) in loaded.items():
+        _check_class_count(y, width, len(classes), str(splits[name][1]), source)
+
+    present = np.unique(loaded["train"][1])
+    if present.size < 2:
+        raise DataError(
+            f"{splits['train'][1]}: the training data has a single class ({classes[int(present[0])]!r}); "
+            f"need at least 2"
+        )
+
+    holdout = loaded.get("holdout", (None, None, None))
+    return EIData(
+        x_train=loaded["train"][0], y_train=loaded["train"][1],
+        x_val=loaded["validation"][0], y_val=loaded["validation"][1],
+        classes=classes, x_holdout=holdout[0], y_holdout=holdout[1], info=info,
+    )
