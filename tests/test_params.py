@@ -1,0 +1,170 @@
+"""parameters.json is what Studio shows and passes; block.params builds the CLI from it. These tests pin
+the EI-required fields, the documented defaults, and that every UI value round-trips through the parser."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from block.params import PARAMETERS_JSON, build_parser, load_parameters, parse_args, select_values
+
+REPO = Path(__file__).resolve().parent.parent
+PARAMS = load_parameters()
+BY_PARAM = {p["param"]: p for p in PARAMS}
+FIXED = ["--data-directory", "d", "--out-directory", "o"]
+FIXED_OPTIONS = {"-h", "--help", "--data-directory", "--out-directory", "--info-file", "--input-file",
+                 "--holdout-directory"}
+BOOLEANS = [p["param"] for p in PARAMS if p["type"] == "boolean"]
+CUSTOM_ONLY = ["conv-type", "conv-layers", "conv-width", "width-growth", "kernel-size", "linear-layers",
+               "linear-width"]
+DENDRITE_ONLY = ["max-dendrites", "switch-patience", "improvement-threshold", "init-multiplier",
+                 "dendrite-activation", "perforate", "dendrite-patience", "dendrite-update", "max-dendrite-tries"]
+ADVANCED = ["batch-size", "max-dendrite-tries", "early-stopping-patience", "lr-patience", "mfcc-coefficients", "seed",
+            "search-trials", "max-params"]
+# The block's documented interface: param -> default (what the team agreed; changing one is an interface change).
+EXPECTED_DEFAULTS = {
+    "epochs": 100, "learning-rate": 0.005, "batch-size": 32, "model-preset": "ei-default",
+    "conv-type": "conv1d", "conv-layers": 2, "conv-width": 8, "width-growth": "doubling", "kernel-size": 3,
+    "linear-layers": 1, "linear-width": 16, "dropout": 0.25, "input-noise": 0.0, "model-format": "cc",
+    "max-dendrites": 2, "switch-patience": 10, "improvement-threshold": 0.0001, "init-multiplier": 0.01,
+    "dendrite-activation": "tanh", "perforate": "all", "dendrite-patience": 3, "dendrite-update": True,
+    "max-dendrite-tries": 2, "early-stopping-patience": 15, "lr-patience": 5, "mfcc-coefficients": 13, "seed": 3,
+    "search-trials": 0, "max-params": 0,
+}
+EXPECTED_SELECTS = {
+    "model-preset": ["ei-default", "paper-baseline", "custom"], "conv-type": ["conv1d", "conv2d"],
+    "width-growth": ["uniform", "doubling"], "model-format": ["traditional", "gd", "cc"],
+    "dendrite-activation": ["tanh", "sigmoid", "relu"], "perforate": ["linear", "all"],
+}
+
+
+def dest(param: str) -> str:
+    return param.replace("-", "_")
+
+
+def other_value(item: dict):
+    """A valid value different from the default, as the string Studio would pass and the parsed value."""
+    value = item["value"]
+    if item["type"] == "select":
+        new = next(v for v in select_values(item) if v != value)
+        return new, new
+    if item["type"] == "boolean":
+        return ("0", False) if value else ("1", True)
+    if item["type"] == "int":
+        return str(value + 7), value + 7
+    return str(value + 0.125), value + 0.125
+
+
+def test_ei_top_level_fields() -> None:
+    doc = json.loads(PARAMETERS_JSON.read_text())
+    assert doc["version"] == 1 and doc["type"] == "machine-learning"
+    info = doc["info"]
+    assert info["name"] == "Dendritic NN" and len(info["description"]) > 20
+    assert info["operatesOn"] == "other"  # a missing value becomes "image" at first push (ei-contract §9 #2)
+    assert info["indRequiresGpu"] is False
+    assert isinstance(doc["parameters"], list)
+
+
+@pytest.mark.parametrize("item", PARAMS, ids=lambda p: p["param"])
+def test_item_fields(item: dict) -> None:
+    assert {"name", "value", "type", "help", "param"} <= item.keys()
+    assert item["type"] in {"int", "float", "select", "boolean", "string"}
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", item["param"])
+    assert len(item["name"]) >= 3 and len(item["help"]) >= 40  # the tooltip says what it does and when to change it
+    if item["type"] == "select":
+        assert item["value"] in select_values(item)
+    if "section" in item:
+        assert item["section"] == "advanced"
+    if "showIf" in item:
+        cond = item["showIf"]
+        assert cond["operator"] in {"eq", "neq"} and isinstance(cond["value"], str)
+        assert cond["value"] in select_values(BY_PARAM[cond["parameter"]])
+
+
+def test_documented_parameter_set() -> None:
+    assert [p["param"] for p in PARAMS if p["param"] in EXPECTED_DEFAULTS] == [p["param"] for p in PARAMS]
+    assert {p["param"]: p["value"] for p in PARAMS} == EXPECTED_DEFAULTS
+    assert {k: select_values(BY_PARAM[k]) for k in EXPECTED_SELECTS} == EXPECTED_SELECTS
+    assert [p for p in CUSTOM_ONLY if BY_PARAM[p].get("showIf", {}).get("value") != "custom"] == []
+    assert [p for p in DENDRITE_ONLY if BY_PARAM[p].get("showIf") !=
+            {"parameter": "model-format", "operator": "neq", "value": "traditional"}] == []
+    assert sorted(p["param"] for p in PARAMS if p.get("section") == "advanced") == sorted(ADVANCED)
+    assert BY_PARAM["epochs"]["name"] == "Number of training cycles"
+
+
+@pytest.mark.parametrize("item", PARAMS, ids=lambda p: p["param"])
+def test_default_and_other_value_round_trip(item: dict) -> None:
+    name = dest(item["param"])
+    assert getattr(parse_args(FIXED), name) == item["value"]
+    assert getattr(parse_args(FIXED + [f"--{item['param']}", str(item["value"])]), name) == item["value"]
+    text, parsed = other_value(item)
+    assert getattr(parse_args(FIXED + [f"--{item['param']}", text]), name) == parsed
+
+
+def test_every_parser_option_is_declared_in_parameters_json() -> None:
+    options = {o for action in build_parser(PARAMS)._actions for o in action.option_strings}
+    assert options - FIXED_OPTIONS == {f"--{p['param']}" for p in PARAMS}
+
+
+@pytest.mark.parametrize("param", BOOLEANS)
+@pytest.mark.parametrize(("word", "value"), [("1", True), ("0", False), ("true", True), ("false", False),
+                                             ("True", True), ("FALSE", False), ("yes", True), ("no", False)])
+def test_booleans_accept_studio_and_human_spellings(param: str, word: str, value: bool) -> None:
+    assert getattr(parse_args(FIXED + [f"--{param}", word]), dest(param)) is value
+
+
+def test_fixed_arguments_and_aliases() -> None:
+    args = parse_args(["--data-directory", "/home", "--out-directory", "/home/out", "--input-file", "t.json",
+                       "--holdout-directory", "h"])
+    assert (args.data_directory, args.out_directory, args.info_file, args.holdout_directory) == (
+        "/home", "/home/out", "t.json", "h")
+    assert parse_args(FIXED + ["--info-file", "i.json"]).info_file == "i.json"
+    assert parse_args(FIXED).info_file is None and parse_args(FIXED).holdout_directory is None
+    assert parse_args(FIXED).max_dendrites == 2  # snake_case dests
+
+
+def test_unknown_args_give_one_warning_line(capsys: pytest.CaptureFixture) -> None:
+    args = parse_args(FIXED + ["--input-shape", "(650,)", "--epochs", "3", "--some-flag"])
+    assert args.epochs == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--input-shape" in lines[0] and "--some-flag" in lines[0]
+
+
+def test_known_args_only_print_nothing(capsys: pytest.CaptureFixture) -> None:
+    parse_args(FIXED + ["--epochs", "3"])
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (FIXED + ["--model-format", "dendrites"], r"--model-format: invalid choice: 'dendrites' \(choose from 'traditional'"),
+    (FIXED + ["--dendrite-update", "maybe"], r"--dendrite-update: 'maybe' is not a boolean"),
+    (FIXED + ["--epochs", "-1"], r"--epochs: '-1' is not a non-negative integer"),
+    (FIXED + ["--learning-rate", "fast"], r"--learning-rate: 'fast' is not a non-negative number"),
+    (["--out-directory", "o"], r"required: --data-directory"),
+    (FIXED + ["--epoch", "3"], None),  # no abbreviations: a runner flag must never be taken for one of ours
+])
+def test_bad_values_exit_with_an_argparse_error(argv: list[str], message: str | None,
+                                                capsys: pytest.CaptureFixture) -> None:
+    if message is None:
+        assert parse_args(argv).epochs == 100
+        return
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("train.py: error:") and re.search(message, err[-1])
+    assert len(err) <= 3 and "Traceback" not in "".join(err)
+
+
+def test_help_renders() -> None:
+    assert "--max-dendrites" in build_parser(PARAMS).format_help()  # a stray % in a help text would raise here
+
+
+@pytest.mark.parametrize("path", [REPO / "train.py", *sorted((REPO / "block").glob("*.py"))], ids=lambda p: p.name)
+def test_no_legacy_validation_flag_literal(path: Path) -> None:
+    """The CLI registers a block whose train.py contains this string as legacy v1 (ei-contract §2.5)."""
+    if not path.exists():
+        pytest.skip(f"{path.name} not written yet")
+    assert "--validation-set-size" not in path.read_text()
