@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from features.errors import InputError
 from features.mfcc import mfcc
@@ -16,11 +16,23 @@ from features.mfcc import mfcc
 SAMPLE_RATE = 16000
 
 
+@functools.cache
+def _librosa_adds_decoders() -> bool:
+    """librosa reads what libsndfile cannot only through audioread's ffmpeg/GStreamer/... backends; its raw
+    backend (Python's wave module) adds nothing, so without those, skip librosa's 2 s import per run."""
+    import audioread
+
+    return any(b.__name__ != "RawAudioFile" for b in audioread.available_backends())
+
+
 def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """(frames, channels) float samples in [-1, 1) and the rate; librosa covers what libsndfile cannot open."""
+    """(frames, channels) floats in [-1, 1) and the rate; librosa covers what libsndfile cannot open."""
     try:
         return sf.read(str(path), dtype="float64", always_2d=True)
     except (sf.SoundFileError, OSError) as first:
+        reason = f"{path}: unreadable audio ({str(first).splitlines()[0]})"
+        if not _librosa_adds_decoders():
+            raise InputError(reason) from None
         try:
             import librosa  # slow import, and only needed for files libsndfile rejects
 
@@ -29,7 +41,7 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
                 data, rate = librosa.load(str(path), sr=None, mono=False, dtype=np.float64)
             return np.atleast_2d(data).T, int(rate)
         except Exception:  # noqa: BLE001 - audioread and librosa raise many types; all mean "unreadable"
-            raise InputError(f"{path}: unreadable audio ({str(first).splitlines()[0]})") from None
+            raise InputError(reason) from None
 
 
 def read_audio(path: str | Path) -> np.ndarray:
@@ -44,6 +56,8 @@ def read_audio(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: no audio samples (zero-length file)")
     x = data.mean(axis=1) * 32768.0
     if rate != SAMPLE_RATE:
+        from scipy.signal import resample_poly  # imports scipy.stats too: 1-2 s that 16 kHz input never needs
+
         g = math.gcd(SAMPLE_RATE, rate)
         x = resample_poly(x, SAMPLE_RATE // g, rate // g)
     return np.clip(np.round(x), -32768, 32767)

@@ -53,8 +53,8 @@ def mel_filterbank(num_filters: int, fft_length: int, sample_rate: int, low_freq
         falling = np.where((k >= mid) & (k < right), (right - k) / (right - mid), 0.0)
     bank = np.maximum(rising, falling)  # both are 1 at the peak; a filter with left == right stays empty
     if not np.all(bank.any(axis=1)):
-        raise InputError(f"mel filterbank has an empty filter: use fewer than {num_filters} filters, a larger "
-                         f"FFT or a wider frequency range")
+        raise InputError(f"mel filterbank has an empty filter: use fewer than {num_filters} filters, a "
+                         f"larger FFT or a wider frequency range")
     return bank
 
 
@@ -74,7 +74,7 @@ def check_params(sample_rate: int, num_cepstral: int, num_filters: int, fft_leng
                  high_frequency: float, win_size: int, frame_length: float, frame_stride: float) -> None:
     """Reject the settings EI's block rejects, with a message that says which one and why."""
     problems = [
-        (num_cepstral < 1 or num_cepstral > num_filters, f"num_cepstral {num_cepstral} must be 1..num_filters"),
+        (not 1 <= num_cepstral <= num_filters, f"num_cepstral {num_cepstral} must be 1..num_filters"),
         (fft_length < 2 or fft_length & (fft_length - 1), f"fft_length {fft_length} must be a power of 2"),
         (win_size < 0 or (win_size > 0 and win_size % 2 == 0), f"win_size {win_size} must be 0 or odd"),
         (frame_length <= 0 or frame_stride <= 0, "frame_length and frame_stride must be > 0"),
@@ -111,7 +111,8 @@ def mfcc(signal: np.ndarray, sample_rate: int = 16000, *, num_cepstral: int = 13
     energy = power.sum(axis=1)
     bank = mel_filterbank(num_filters, fft_length, sample_rate, low_frequency, high_frequency)
     mel_energy = power @ bank.T
-    cepstra = dct(np.log(np.where(mel_energy == 0, _ZERO, mel_energy)), type=2, norm="ortho")[:, :num_cepstral]
+    log_mel = np.log(np.where(mel_energy == 0, _ZERO, mel_energy))
+    cepstra = dct(log_mel, type=2, norm="ortho")[:, :num_cepstral]
     cepstra[:, 0] = np.log(np.where(energy == 0, _ZERO, energy))  # EI's "DC elimination"
     if win_size > 0:
         cepstra = cmvn_window(cepstra, win_size)
