@@ -1,0 +1,96 @@
+"""Export a trained KWS model (plain or dendritic) as the three EI artifacts, verified.
+
+    export_all(model, out_dir, x_calib, x_check) -> report dict
+
+fold (dendrites and BatchNorm, exact) -> model.onnx (static (1, F) in, softmax, (1, C) out) -> model.tflite
+(float32, onnx2tf) -> model_quantized_int8_io.tflite (int8 I/O, per-tensor FC) -> parity, op allow-list,
+static shapes, real TFLite Micro run, costs. Any failed check raises ExportError.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .costs import count_params, graph_costs
+from .fold import fold_model, has_dendrites
+from .onnx_export import export_onnx
+from .runtime import input_quantization, predict, quantize, tflm_arena_bytes
+from .tflite import convert_tflite
+from .verify import ExportError, check_parity, check_tflite, check_tflm, max_abs_diff
+
+__all__ = ["ExportError", "export_all", "fold_model", "predict"]
+
+ONNX_NAME = "model.onnx"
+FOLD_TOL = 1e-5  # folding is exact algebra; only float32 rounding may differ
+TFLM_ROWS = 100  # rows run through the real TFLite Micro interpreter (it is the slowest runtime)
+
+
+def _log(stage: str, t0: float, detail: str = "") -> None:
+    print(f"[export] {stage:<8} {time.perf_counter() - t0:5.1f}s {detail}".rstrip(), flush=True)
+
+
+@torch.no_grad()
+def _probs(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    return torch.softmax(model(torch.from_numpy(x)), dim=-1).numpy()
+
+
+def _torch_reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Softmax outputs of the model as trained (eval mode), without changing its train/eval state."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _probs(model, x)
+    finally:
+        model.train(was_training)
+
+
+def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np.ndarray) -> dict:
+    """Write model.onnx, model.tflite and model_quantized_int8_io.tflite into out_dir and verify them.
+
+    model: logits model taking flat (B, F) EI features (dendritic layers are folded here; model untouched).
+    x_calib: float32 (N, F) int8 calibration rows, EI's validation features (at most 1000 are used).
+    x_check: float32 (M, F) rows for the parity checks against torch.
+    Returns {"files": {name: bytes}, "ops": {op: count} of the int8 model, "macs": conv/FC MACs from the
+    TFLite graph, "params": folded torch parameters, "arena_bytes": TFLM arena, "parity": {...}}.
+    """
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x_check = np.ascontiguousarray(x_check, dtype=np.float32)
+    if x_check.ndim != 2 or len(x_check) == 0:
+        raise ExportError(f"need a non-empty (N, F) check set, got shape {x_check.shape}")
+    parity: dict[str, float | int] = {}
+
+    ref = _torch_reference(model, x_check)
+    folded = fold_model(model)
+    parity["fold_max_abs_diff"] = check_parity("folded torch model", _probs(folded, x_check), ref, FOLD_TOL)
+    _log("fold", t0, f"dendrites={has_dendrites(model)} max|diff|={parity['fold_max_abs_diff']:.1e}")
+
+    onnx_path = export_onnx(folded, out_dir / ONNX_NAME, x_check.shape[1])
+    parity["onnx_max_abs_diff"] = check_parity("ONNX (onnxruntime)", predict(onnx_path, x_check), ref)
+    _log("onnx", t0, f"max|diff|={parity['onnx_max_abs_diff']:.1e}")
+
+    float_path, int8_path = convert_tflite(onnx_path, out_dir, x_calib)
+    _log("tflite", t0)
+
+    parity["tflite_max_abs_diff"] = check_parity("float TFLite", predict(float_path, x_check), ref)
+    check_tflite(float_path, int8=False)
+    check_tflite(int8_path, int8=True)
+    int8_probs = predict(int8_path, x_check)
+    parity["int8_max_abs_diff"] = max_abs_diff(int8_probs, ref)  # reported, not gated: quantization error
+    parity["int8_argmax_agreement"] = float(np.mean(int8_probs.argmax(1) == ref.argmax(1)))
+    _log("verify", t0, f"float max|diff|={parity['tflite_max_abs_diff']:.1e} "
+                       f"int8 argmax agreement={parity['int8_argmax_agreement']:.3f}")
+
+    parity["tflm_max_lsb"] = check_tflm(int8_path, quantize(x_check[:TFLM_ROWS], *input_quantization(int8_path)))
+    arena = tflm_arena_bytes(int8_path)
+    ops, macs = graph_costs(int8_path)
+    _log("tflm", t0, f"arena={arena} B, max {parity['tflm_max_lsb']} LSB vs LiteRT")
+
+    files = {p.name: p.stat().st_size for p in (onnx_path, float_path, int8_path)}
+    return {"files": files, "ops": ops, "macs": macs, "params": count_params(folded), "arena_bytes": arena,
+            "parity": parity}

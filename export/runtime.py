@@ -6,6 +6,7 @@ Heavy runtimes are imported lazily so `import export` stays cheap.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -49,18 +50,35 @@ def _predict_onnx(model_path: Path, X: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: X[i:i + 1]})[0] for i in range(len(X))])
 
 
+def _invoke_rows(it, X: np.ndarray) -> np.ndarray:
+    """Raw outputs (N, C) of a LiteRT interpreter for rows already in its input dtype."""
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    rows = []
+    for i in range(len(X)):
+        it.set_tensor(inp["index"], X[i:i + 1].reshape(inp["shape"]).astype(inp["dtype"]))
+        it.invoke()
+        rows.append(it.get_tensor(out["index"]).reshape(1, -1))
+    return np.concatenate(rows)
+
+
 def _predict_tflite(model_path: Path, X: np.ndarray) -> np.ndarray:
     it = litert_interpreter(model_path)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    in_q, out_q = inp["dtype"] == np.int8, out["dtype"] == np.int8
-    rows = []
-    for i in range(len(X)):
-        x = X[i:i + 1].reshape(inp["shape"])
-        it.set_tensor(inp["index"], quantize(x, *inp["quantization"]) if in_q else x.astype(np.float32))
-        it.invoke()
-        y = it.get_tensor(out["index"])
-        rows.append(dequantize(y, *out["quantization"]) if out_q else y.astype(np.float32))
-    return np.concatenate(rows).reshape(len(X), -1)
+    if inp["dtype"] == np.int8:
+        X = quantize(X, *inp["quantization"])
+    y = _invoke_rows(it, X)
+    return dequantize(y, *out["quantization"]) if out["dtype"] == np.int8 else y.astype(np.float32)
+
+
+def input_quantization(model_path: str | Path) -> tuple[float, int]:
+    """(scale, zero_point) of an int8 model's input tensor: what EI uses to quantize DSP features."""
+    scale, zero_point = litert_interpreter(model_path).get_input_details()[0]["quantization"]
+    return float(scale), int(zero_point)
+
+
+def litert_int8_predict(model_path: str | Path, X_int8: np.ndarray) -> np.ndarray:
+    """Raw int8 outputs (N, C) of LiteRT's reference kernels: the baseline the real TFLM run is held to."""
+    return _invoke_rows(litert_interpreter(model_path), _rows(X_int8).astype(np.int8))
 
 
 def predict(model_path: str | Path, X: np.ndarray) -> np.ndarray:
@@ -95,9 +113,11 @@ def tflm_predict(model_path: str | Path, X_int8: np.ndarray) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def _capture_fds(fn) -> str:
-    """Run fn() with the process-level stdout and stderr redirected to a temp file; return the text.
-    TFLM prints its allocation report from C++, which Python's sys.stdout redirection cannot see."""
+@contextlib.contextmanager
+def captured_fds(log: list[str]):
+    """Redirect the process-level stdout and stderr to a temp file; on exit (also on error) append the text
+    to `log`. Needed for output printed from C++ (TFLM's allocation report, TF's converter logs), which
+    Python-level redirection cannot see."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
@@ -105,13 +125,15 @@ def _capture_fds(fn) -> str:
         try:
             for fd in saved:
                 os.dup2(tmp.fileno(), fd)
-            fn()
+            yield log
         finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
             for fd, copy in saved.items():
                 os.dup2(copy, fd)
                 os.close(copy)
-        tmp.seek(0)
-        return tmp.read().decode(errors="replace")
+            tmp.seek(0)
+            log.append(tmp.read().decode(errors="replace"))
 
 
 _ARENA_RE = re.compile(r"\[RecordingMicroAllocator\] Arena allocation total (\d+) bytes")
@@ -124,7 +146,9 @@ def tflm_arena_bytes(model_path: str | Path) -> int:
     d = it.get_input_details(0)
     it.set_input(np.zeros(d["shape"], dtype=d["dtype"]), 0)
     it.invoke()
-    report = _capture_fds(it.print_allocations)
+    with captured_fds([]) as log:
+        it.print_allocations()
+    report = "".join(log)
     m = _ARENA_RE.search(report)
     if not m:
         raise RuntimeError(f"no arena total in the TFLite Micro allocation report: {report[:200]!r}")

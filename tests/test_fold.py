@@ -15,11 +15,13 @@ from export.fold import fold_bn, fold_model, is_dendritic
 N_FEATURES, N_CLASSES = 650, 3
 
 
-def dendritic_net(conv_type: str, activation: str, k: int, style: str, seed: int = 0) -> KWSNet:
+def dendritic_net(conv_type: str, activation: str, k: int, style: str, seed: int = 0,
+                  linear_layers: int = 2) -> KWSNet:
     """A KWSNet with every conv and linear wrapped and k dendrites each, with trained-looking dendrite weights
     (the scale of the neuron weights) and random non-zero T. GD: zero cascade; CC: random cascade."""
     torch.manual_seed(seed)
-    net = KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type, linear_layers=2))
+    net = KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type,
+                        linear_layers=linear_layers))
     for slots in (net.convs, net.linears):
         for idx, layer in enumerate(slots):
             d = DendriticLayer(layer, activation)

@@ -1,0 +1,88 @@
+"""Checks on exported artifacts. Each failure raises ExportError with one line that names the problem, so the
+training block can fail loudly instead of shipping a model EI cannot run or that computes something else."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .runtime import litert_interpreter
+
+PARITY_TOL = 1e-4  # float artifacts vs torch, on softmax outputs
+TFLM_LSB_TOL = 2  # real TFLM vs LiteRT reference kernels; tanh/logistic kernels differ by up to 2 LSB
+
+# TFLite Micro builtin ops as registered by the EI SDK's all-ops resolver (ei-contract §5.4) plus the
+# builtins conversion.md saw TFLM run. Anything else (CUSTOM, Flex, POW, ...) cannot run on an MCU.
+TFLM_OPS = frozenset("""
+ABS ADD ADD_N ARG_MAX ARG_MIN AVERAGE_POOL_2D BATCH_MATMUL BATCH_TO_SPACE_ND CAST CEIL CONCATENATION CONV_2D
+COS DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE DIV ELU EQUAL EXP EXPAND_DIMS FILL FLOOR FLOOR_DIV FLOOR_MOD
+FULLY_CONNECTED GATHER GATHER_ND GREATER GREATER_EQUAL HARD_SWISH L2_NORMALIZATION L2_POOL_2D LEAKY_RELU LESS
+LESS_EQUAL LOG LOGICAL_AND LOGICAL_NOT LOGICAL_OR LOGISTIC LOG_SOFTMAX MAXIMUM MAX_POOL_2D MEAN MINIMUM MIRROR_PAD
+MUL NEG NOT_EQUAL PACK PAD PADV2 PRELU QUANTIZE REDUCE_MAX REDUCE_MIN RELU RELU6 RELU_N1_TO_1 RESHAPE
+RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR ROUND RSQRT SELECT_V2 SHAPE SIN SLICE SOFTMAX SPACE_TO_BATCH_ND
+SPACE_TO_DEPTH SPLIT SPLIT_V SQRT SQUARE SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM SVDF TANH TRANSPOSE
+TRANSPOSE_CONV UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK ZEROS_LIKE
+""".split())
+
+
+class ExportError(RuntimeError):
+    """An export or verification step failed; the message is one line naming the problem."""
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def check_parity(what: str, got: np.ndarray, ref: np.ndarray, tol: float = PARITY_TOL) -> float:
+    """Max |got - ref|; raises when above tol or when the shapes differ."""
+    if got.shape != ref.shape:
+        raise ExportError(f"{what}: output shape {got.shape} differs from torch {ref.shape}")
+    diff = max_abs_diff(got, ref)
+    if not diff <= tol:  # also catches NaN
+        raise ExportError(f"{what}: max |diff| vs torch {diff:.3g} > {tol:g}")
+    return diff
+
+
+def check_tflite(path: Path, int8: bool) -> None:
+    """Static single-input single-output graph of TFLM builtins; int8 I/O and per-tensor FULLY_CONNECTED
+    weights for the quantized model (EI's FC kernel has no per-channel path), float32 I/O otherwise."""
+    name = Path(path).name
+    it = litert_interpreter(path)
+    ins, outs = it.get_input_details(), it.get_output_details()
+    if len(ins) != 1 or len(outs) != 1:
+        raise ExportError(f"{name}: {len(ins)} inputs and {len(outs)} outputs, EI needs exactly 1 and 1")
+    ops = it._get_ops_details()
+    bad = sorted({d["op_name"] for d in ops} - TFLM_OPS)
+    if bad:
+        raise ExportError(f"{name}: ops not in TFLite Micro's builtins: {', '.join(bad)}")
+    tensors = it.get_tensor_details()
+    dynamic = [t["name"] for t in tensors if -1 in list(t["shape_signature"])]
+    if dynamic:
+        raise ExportError(f"{name}: {len(dynamic)} tensors have dynamic dims, e.g. {dynamic[0]!r}")
+    want = np.int8 if int8 else np.float32
+    for kind, d in (("input", ins[0]), ("output", outs[0])):
+        if d["dtype"] != want:
+            raise ExportError(f"{name}: {kind} is {np.dtype(d['dtype']).name}, expected {np.dtype(want).name}")
+    by_index = {t["index"]: t for t in tensors}
+    for d in ops:
+        if d["op_name"] == "FULLY_CONNECTED" and len(d["inputs"]) > 1:
+            scales = by_index[d["inputs"][1]]["quantization_parameters"]["scales"]
+            if len(scales) > 1:
+                raise ExportError(f"{name}: FULLY_CONNECTED weights are per-channel quantized "
+                                  f"({len(scales)} scales); the EI SDK needs per-tensor")
+
+
+def check_tflm(int8_path: Path, x_int8: np.ndarray) -> int:
+    """Run the int8 model in the real TFLite Micro interpreter and hold it to LiteRT's reference kernels.
+    Returns the max output difference in LSB."""
+    from .runtime import litert_int8_predict, tflm_predict
+
+    try:
+        tflm = tflm_predict(int8_path, x_int8)
+    except Exception as e:  # TFLM raises RuntimeError on unsupported ops / per-channel FC
+        raise ExportError(f"TFLite Micro cannot run {Path(int8_path).name}: {str(e).splitlines()[0]}") from e
+    ref = litert_int8_predict(int8_path, x_int8)
+    lsb = int(np.max(np.abs(tflm.astype(np.int32) - ref.astype(np.int32))))
+    if lsb > TFLM_LSB_TOL:
+        raise ExportError(f"TFLite Micro output differs from LiteRT by {lsb} LSB (> {TFLM_LSB_TOL})")
+    return lsb
