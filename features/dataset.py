@@ -84,7 +84,11 @@ def write_atomically(out_dir: Path, fill: Callable[[Path], None]) -> None:
         if out_dir.exists():
             old = tmp.with_suffix(".old")
             out_dir.rename(old)
-            tmp.rename(out_dir)
+            try:
+                tmp.rename(out_dir)
+            except OSError:
+                old.rename(out_dir)  # put the previous output back
+                raise
             shutil.rmtree(old)
         else:
             tmp.rename(out_dir)
