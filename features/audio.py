@@ -54,6 +54,8 @@ def read_audio(path: str | Path) -> np.ndarray:
     data, rate = _decode(path)
     if data.size == 0:
         raise InputError(f"{path}: no audio samples (zero-length file)")
+    if not np.isfinite(data).all():
+        raise InputError(f"{path}: NaN or infinite samples")
     x = data.mean(axis=1) * 32768.0
     if rate != SAMPLE_RATE:
         from scipy.signal import resample_poly  # imports scipy.stats too: 1-2 s that 16 kHz input never needs

@@ -1,8 +1,8 @@
 """Edge Impulse's MFCC block (implementation version 4) in plain numpy.
 
-Written from the algorithm in docs/ei-contract.md §7 (not from EI's or speechpy's code) so that features
-computed locally match the X arrays EI hands to a learning block to ~1e-5. Only version 4 is implemented:
-it is what every new EI project gets, and the older versions differ in framing and mel bins.
+Written from the algorithm in ../shared/docs/ei-contract.md §7 (not from EI's or speechpy's code) so
+that features computed locally match the X arrays EI hands to a learning block to ~1e-5. Only version 4
+is implemented: every new EI project gets it, and older versions differ in framing and mel bins.
 """
 
 from __future__ import annotations

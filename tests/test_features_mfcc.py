@@ -84,3 +84,9 @@ def test_librosa_fallback_still_reports_unreadable(tmp_path: Path, monkeypatch: 
     (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     with pytest.raises(InputError, match="bad.wav: unreadable audio"):
         read_audio(tmp_path / "bad.wav")
+
+
+def test_non_finite_float_wav_is_rejected(tmp_path: Path) -> None:
+    sf.write(tmp_path / "nan.wav", np.array([0.1, np.nan, 0.2] * 100), 16000, subtype="FLOAT")
+    with pytest.raises(InputError, match="NaN or infinite"):
+        read_audio(tmp_path / "nan.wav")
