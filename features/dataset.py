@@ -48,8 +48,6 @@ def split_files(n: int, validation_fraction: float, holdout_fraction: float,
     Like EI: the holdout (Studio's Test set) comes off first, then `validation_fraction` of the rest;
     each split keeps the shuffled order, as EI's X rows do.
     """
-    if not 0 < validation_fraction < 1 or not 0 <= holdout_fraction < 1:
-        raise InputError("need 0 < --validation-fraction < 1 and 0 <= --holdout-fraction < 1")
     order = np.random.RandomState(seed).permutation(n)
     n_hold = math.ceil(holdout_fraction * n)
     n_val = math.ceil(validation_fraction * (n - n_hold))
@@ -112,6 +110,8 @@ def build_dataset(wav_dir: str | Path, out_dir: str | Path, *, validation_fracti
                   **mfcc_params) -> dict[str, object]:
     """Write EI's data directory for the WAVs under wav_dir; returns a summary (classes, rows per split)."""
     wav_dir, out_dir = Path(wav_dir), Path(out_dir)
+    if not 0 < validation_fraction < 1 or not 0 <= holdout_fraction < 1:
+        raise InputError("need 0 < --validation-fraction < 1 and 0 <= --holdout-fraction < 1")
     check_out_dir(out_dir, wav_dir, overwrite)
     items = find_wavs(wav_dir)
     need_two_classes([label for _, label in items], str(wav_dir))
