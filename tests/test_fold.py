@@ -15,13 +15,19 @@ from export.fold import fold_bn, fold_model, is_dendritic
 N_FEATURES, N_CLASSES = 650, 3
 
 
-def dendritic_net(conv_type: str, activation: str, k: int, style: str, seed: int = 0,
-                  linear_layers: int = 2) -> KWSNet:
-    """A KWSNet with every conv and linear wrapped and k dendrites each, with trained-looking dendrite weights
-    (the scale of the neuron weights) and random non-zero T. GD: zero cascade; CC: random cascade."""
-    torch.manual_seed(seed)
-    net = KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type,
-                        linear_layers=linear_layers))
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These forwards are tiny: torch's thread pool only adds contention on a shared 2-core machine (15x
+    slower measured under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def wrap_all(net: KWSNet, activation: str, k: int, style: str) -> KWSNet:
+    """Wrap every conv and linear of `net` with k dendrites that have trained-looking weights (the scale of
+    the neuron weights) and random non-zero T. GD: zero cascade; CC: random cascade. Uses the torch RNG."""
     for slots in (net.convs, net.linears):
         for idx, layer in enumerate(slots):
             d = DendriticLayer(layer, activation)
@@ -36,6 +42,14 @@ def dendritic_net(conv_type: str, activation: str, k: int, style: str, seed: int
                         p.copy_(torch.randn_like(p) * layer.weight.std())
             slots[idx] = d
     return net.eval()
+
+
+def dendritic_net(conv_type: str, activation: str, k: int, style: str, seed: int = 0,
+                  linear_layers: int = 2) -> KWSNet:
+    """An ei-default-shaped KWSNet with every layer wrapped (see wrap_all)."""
+    torch.manual_seed(seed)
+    net = KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type, linear_layers=linear_layers))
+    return wrap_all(net, activation, k, style)
 
 
 def max_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:

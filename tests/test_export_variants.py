@@ -1,0 +1,88 @@
+"""Heavier export checks (marked slow): other architectures and activations through the whole pipeline, and
+a briefly trained plain + dendritic model whose int8 artifacts must keep the torch model's accuracy."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dendritic.model import KWSNet, preset
+from export import export_all
+from export.runtime import predict
+from test_fold import wrap_all
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hello-world"
+pytestmark = pytest.mark.slow
+
+
+def _load(name: str) -> np.ndarray:
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"needs {path}")
+    return np.load(path).astype(np.float32)
+
+
+VARIANTS = {
+    "paper-baseline conv2d relu k=3 cc": (dict(name="paper-baseline"), "relu", 3, "cc"),
+    "paper-baseline conv2d sigmoid k=3 cc": (dict(name="paper-baseline"), "sigmoid", 3, "cc"),
+    "ei-default sigmoid k=1 gd": (dict(name="ei-default"), "sigmoid", 1, "gd"),
+    "linear-only tanh k=2 cc": (dict(name="ei-default", conv_layers=0, linear_layers=3), "tanh", 2, "cc"),
+    "ei-default conv2d tanh k=4 cc": (dict(name="ei-default", conv_type="conv2d"), "tanh", 4, "cc"),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_exports(variant: str, tmp_path) -> None:
+    cfg, activation, k, style = VARIANTS[variant]
+    cfg = dict(cfg)
+    torch.manual_seed(3)
+    net = wrap_all(KWSNet(preset(cfg.pop("name"), 650, 3, **cfg)), activation, k, style)
+    x = _load("X_split_test.npy")
+    report = export_all(net, tmp_path, x, x[:100])
+    assert report["parity"]["tflite_max_abs_diff"] <= 1e-4
+    assert report["parity"]["tflm_max_lsb"] <= 2
+    assert report["arena_bytes"] > 0
+
+
+def _fit(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 3e-3) -> nn.Module:
+    torch.manual_seed(0)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.argmax(1))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt)).split(32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def test_trained_models_keep_accuracy_in_int8(tmp_path) -> None:
+    """A trained plain net, then the same net with 2 tanh dendrites per layer fine-tuned (GD): the int8 model
+    agrees with torch on >= 97 % of holdout rows and loses at most 2 points of accuracy."""
+    x_train, y_train = _load("X_split_train.npy"), _load("Y_split_train.npy")
+    x_val, x_hold, y_hold = _load("X_split_test.npy"), _load("holdout/X_test.npy"), _load("holdout/Y_test.npy")
+    torch.manual_seed(0)
+    plain = _fit(KWSNet(preset("ei-default", 650, 3)), x_train, y_train, epochs=15)
+    dend = wrap_all(KWSNet(preset("ei-default", 650, 3)), "tanh", 2, "gd")
+    for slot, trained in zip(list(dend.convs) + list(dend.linears), list(plain.convs) + list(plain.linears)):
+        slot.main.load_state_dict(trained.state_dict())
+        with torch.no_grad():
+            for t in slot.out_weights:
+                t.mul_(0.02)  # start close to the trained plain function
+    dend = _fit(dend, x_train, y_train, epochs=5, lr=1e-3)
+    labels = y_hold.argmax(1)
+    for name, model in (("plain", plain), ("dendritic", dend)):
+        out = tmp_path / name
+        report = export_all(model, out, x_val, x_val)
+        with torch.no_grad():
+            torch_pred = model(torch.from_numpy(x_hold)).argmax(1).numpy()
+        int8_pred = predict(out / "model_quantized_int8_io.tflite", x_hold).argmax(1)
+        torch_acc, int8_acc = np.mean(torch_pred == labels), np.mean(int8_pred == labels)
+        print(f"{name}: torch acc {torch_acc:.3f} int8 acc {int8_acc:.3f} report {report}")
+        assert torch_acc > 0.6, f"{name} did not train"
+        assert np.mean(int8_pred == torch_pred) >= 0.97
+        assert int8_acc >= torch_acc - 0.02
