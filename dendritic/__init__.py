@@ -1,0 +1,16 @@
+"""Dendritic NN: artificial Dendrite Nodes trained by Perforated Backpropagation, as a plain PyTorch API.
+
+Pipeline reading order: model.py (the KWS network) -> layer.py (a dendritic layer) -> cc.py (the CC
+correlation rule) -> schedule.py (the phase schedule) -> pb.py (DendriticModel, for your own loop) ->
+trainer.py (the block's training loop).
+"""
+from .layer import ACTIVATIONS, DendriticLayer, deployed_params
+from .model import PRESETS, KWSNet, NetConfig, count_params, preset
+from .pb import DendriticModel, PBConfig, wrap_layers
+from .schedule import Action, Decision, Phase, PhaseSchedule, ScheduleConfig
+
+__all__ = [
+    "ACTIVATIONS", "Action", "Decision", "DendriticLayer", "DendriticModel", "KWSNet", "NetConfig", "PBConfig",
+    "PRESETS", "Phase", "PhaseSchedule", "ScheduleConfig", "count_params", "deployed_params", "preset",
+    "wrap_layers",
+]

@@ -1,0 +1,144 @@
+"""The Dendrite Node layer: one wrapped Linear/Conv1d/Conv2d plus k dendrites per neuron (pb-algorithm §2).
+
+    y   = M(x) + sum_j T_j * a_j
+    a_j = f(D_j(x) + sum_{i<j} U_j[i] * a_i)
+
+M is the original layer ("the neurons"), each D_j a same-shaped copy with its own bias, T_j (per neuron)
+the dendrite output weights and U_j the per-neuron cascade weights from earlier dendrites. The network's
+own activation after the layer stays outside. A new dendrite's T row starts at zero, so adding one never
+changes the function. During a CC dendrite phase a *candidate* dendrite runs beside the others: it sees
+gradient-killed inputs, is not wired into y, and its output plus the neuron error dL/dy (captured by a
+backward hook) feed the correlation rule in dendritic/cc.py.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+Activation = Literal["tanh", "sigmoid", "relu"]
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+}
+WRAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+class DendriticLayer(nn.Module):
+    """A Linear/Conv layer with k dendrites per output neuron (channel)."""
+
+    def __init__(self, main: nn.Module, activation: Activation = "tanh", init_mult: float = 0.01):
+        super().__init__()
+        if not isinstance(main, WRAPPABLE):
+            raise TypeError(f"can only wrap Linear/Conv1d/Conv2d, got {type(main).__name__}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown dendrite activation {activation!r} (choose from {', '.join(ACTIVATIONS)})")
+        if main.bias is None:
+            raise ValueError("dendritic layers need a bias on the wrapped layer")
+        self.main = main
+        self.dendrites = nn.ModuleList()
+        self.out_weights = nn.ParameterList()  # T_j, shape [C]
+        self.cascade = nn.ParameterList()  # U_j, shape [j, C]
+        self.activation: Activation = activation
+        self.init_mult = init_mult
+        # "Perforation": dendrites read a gradient-killed input, so no error flows through them into
+        # earlier layers (CC mode). GD mode leaves this off and trains everything jointly.
+        self.perforated = False
+        # CC dendrite-phase state; None outside a dendrite phase.
+        self.candidate: nn.Module | None = None
+        self.candidate_cascade: nn.Parameter | None = None  # V, shape [k, C]
+        self.candidate_out: torch.Tensor | None = None
+        self.neuron_error: torch.Tensor | None = None
+
+    @property
+    def num_dendrites(self) -> int:
+        return len(self.dendrites)
+
+    @property
+    def num_neurons(self) -> int:
+        return self.main.weight.shape[0]
+
+    def per_neuron(self, v: torch.Tensor) -> torch.Tensor:
+        """View a per-neuron vector [C] so it broadcasts over this layer's output [B, C, ...]."""
+        return v.view(1, -1, *([1] * (self.main.weight.dim() - 2)))
+
+    def fresh_copy(self) -> nn.Module:
+        """A same-shaped copy of the neuron layer with every parameter redrawn as randn * init_mult."""
+        d = copy.deepcopy(self.main)
+        with torch.no_grad():
+            for p in d.parameters():
+                p.copy_(torch.randn_like(p) * self.init_mult)
+                p.requires_grad_(True)
+        return d
+
+    def add_dendrite(self, module: nn.Module | None = None, cascade: torch.Tensor | None = None) -> None:
+        """Install one dendrite per neuron with a zero output weight (function-preserving).
+
+        GD passes nothing (a random copy, zero cascade); CC passes the trained candidate and its V.
+        """
+        k, dev = self.num_dendrites, self.main.weight.device
+        module = self.fresh_copy() if module is None else module
+        cascade = torch.zeros(k, self.num_neurons, device=dev) if cascade is None else cascade.detach().clone()
+        self.dendrites.append(module.to(dev))
+        self.cascade.append(nn.Parameter(cascade.to(dev)))
+        self.out_weights.append(nn.Parameter(torch.zeros(self.num_neurons, device=dev)))
+
+    def remove_last_dendrite(self) -> None:
+        """Undo add_dendrite (used when the schedule reverts to a smaller architecture)."""
+        del self.dendrites[len(self.dendrites) - 1]
+        self.cascade = nn.ParameterList(list(self.cascade)[:-1])  # ParameterList has no __delitem__
+        self.out_weights = nn.ParameterList(list(self.out_weights)[:-1])
+
+    def dendrite_parameters(self) -> list[nn.Parameter]:
+        """Installed dendrite copies and their cascade weights (not T, which always trains with neurons)."""
+        return [p for d in self.dendrites for p in d.parameters()] + list(self.cascade)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.main(x)
+        if not self.dendrites and self.candidate is None:
+            return y
+        f = ACTIVATIONS[self.activation]
+        xd = x.detach() if self.perforated else x
+        acts: list[torch.Tensor] = []
+        for j, dendrite in enumerate(self.dendrites):
+            p = dendrite(xd)
+            for i in range(j):
+                p = p + self.per_neuron(self.cascade[j][i]) * acts[i]
+            acts.append(f(p))
+            y = y + self.per_neuron(self.out_weights[j]) * acts[j]
+        if self.candidate is not None and self.training:
+            y = self._run_candidate(x, acts, y, f)
+        return y
+
+    def _run_candidate(self, x: torch.Tensor, acts: list[torch.Tensor], y: torch.Tensor,
+                       f: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Candidate forward on gradient-killed inputs; stash its output and hook y for the neuron error."""
+        q = self.candidate(x.detach())
+        for i, a in enumerate(acts):
+            q = q + self.per_neuron(self.candidate_cascade[i]) * a.detach()
+        self.candidate_out = f(q)
+        if not y.requires_grad:  # neurons frozen and nothing upstream trains: make y a leaf to get dL/dy
+            y = y.detach().requires_grad_(True)
+        y.register_hook(self._capture_error)
+        return y
+
+    def _capture_error(self, grad: torch.Tensor) -> None:
+        self.neuron_error = grad.detach()
+
+    def extra_repr(self) -> str:
+        return f"dendrites={self.num_dendrites}, activation={self.activation}, perforated={self.perforated}"
+
+
+def deployed_params(layer: DendriticLayer, dendrites: int | None = None) -> int:
+    """Deployment parameter count of one wrapped layer (pb-algorithm §6.2): copies + T + U.
+
+    P(k) = (k+1)*P_M + k*C + C*k(k-1)/2; candidates are training scaffolding and are not counted.
+    `dendrites` gives the count for another k (default: the installed one).
+    """
+    k = layer.num_dendrites if dendrites is None else dendrites
+    c = layer.num_neurons
+    p_main = sum(p.numel() for p in layer.main.parameters())
+    return (k + 1) * p_main + k * c + c * k * (k - 1) // 2

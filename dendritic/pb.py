@@ -1,0 +1,202 @@
+"""`DendriticModel`: drop Perforated Backpropagation into your own PyTorch loop.
+
+    dm = DendriticModel(net, PBConfig(mode="cc", max_dendrites=2), lambda ps: torch.optim.Adam(ps, 1e-3))
+    while not dm.done:
+        dm.train()
+        for x, y in batches:
+            dm.training_step(x, y, nn.functional.cross_entropy)
+        dm.end_epoch(val_score=evaluate(dm))     # may restructure; the optimizer is rebuilt inside
+
+It wraps the chosen Linear/Conv layers in `DendriticLayer`, follows a `PhaseSchedule`, keeps the best
+checkpoint (whatever its dendrite count), and owns the optimizer and LR scheduler so that no user code has
+to rebuild them after a restructure. No globals, no patched optimizer: the CC candidate update is an
+ordinary second backward pass on the surrogate loss from `dendritic.cc`.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+from . import cc
+from .layer import WRAPPABLE, Activation, DendriticLayer, deployed_params
+from .schedule import Action, Decision, Mode, Phase, PhaseSchedule, ScheduleConfig
+
+Scope = Literal["linear", "all"]
+OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], "torch.optim.lr_scheduler.ReduceLROnPlateau | None"]
+
+
+@dataclass(frozen=True)
+class PBConfig:
+    """How dendrites are added and trained. Schedule knobs live in `ScheduleConfig`."""
+
+    mode: Mode = "cc"
+    scope: Scope = "all"  # which layers get dendrites: Linear only, or Linear + Conv
+    activation: Activation = "tanh"
+    init_mult: float = 0.01
+    dendrite_update: bool = True  # cc: fine-tune installed dendrites in neuron phases (False = frozen)
+
+    def validate(self) -> None:
+        if self.scope not in ("linear", "all"):
+            raise ValueError(f"layers to perforate must be linear or all, got {self.scope!r}")
+        if self.init_mult <= 0:
+            raise ValueError("init multiplier must be > 0")
+
+
+def wrap_layers(net: nn.Module, scope: Scope, activation: Activation, init_mult: float) -> dict[str, DendriticLayer]:
+    """Replace Linear (and, for scope 'all', Conv) submodules of `net` by DendriticLayers, in place."""
+    kinds = WRAPPABLE if scope == "all" else (nn.Linear,)
+    targets = [(name, m) for name, m in net.named_modules() if isinstance(m, kinds)
+               and not any(isinstance(p, DendriticLayer) for p in _parents(net, name))]
+    wrapped = {}
+    for name, module in targets:
+        parent_name, _, attr = name.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        layer = DendriticLayer(module, activation, init_mult)
+        setattr(parent, attr, layer)
+        wrapped[name] = layer
+    return wrapped
+
+
+def _parents(net: nn.Module, name: str) -> list[nn.Module]:
+    parts = name.split(".")
+    return [net.get_submodule(".".join(parts[:i])) for i in range(1, len(parts))]
+
+
+class DendriticModel(nn.Module):
+    """A network plus its dendrites, phase schedule, best checkpoint, optimizer and LR scheduler."""
+
+    def __init__(self, net: nn.Module, cfg: PBConfig = PBConfig(), make_optimizer: OptimizerFactory | None = None,
+                 schedule: ScheduleConfig | None = None, make_scheduler: SchedulerFactory | None = None):
+        super().__init__()
+        cfg.validate()
+        schedule = schedule or ScheduleConfig(mode=cfg.mode)
+        if schedule.mode != cfg.mode:
+            raise ValueError(f"schedule mode {schedule.mode!r} differs from PB mode {cfg.mode!r}")
+        self.cfg = cfg
+        self.net = net
+        self.schedule = PhaseSchedule(schedule)
+        self.make_optimizer = make_optimizer or (lambda ps: torch.optim.Adam(ps, lr=1e-3))
+        self.make_scheduler = make_scheduler
+        self.layers: dict[str, DendriticLayer] = (
+            {} if cfg.mode == "traditional" else wrap_layers(net, cfg.scope, cfg.activation, cfg.init_mult))
+        for layer in self.layers.values():
+            layer.perforated = cfg.mode == "cc"
+        self.best_state: dict[str, torch.Tensor] = copy.deepcopy(self.state_dict())
+        self.optimizer: torch.optim.Optimizer
+        self.lr_scheduler = None
+        self._rebuild_optimizer()
+
+    # ---- the user's loop calls these -------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @property
+    def phase(self) -> Phase:
+        return self.schedule.phase
+
+    @property
+    def done(self) -> bool:
+        return self.schedule.done
+
+    @property
+    def num_dendrites(self) -> int:
+        """Dendrites per neuron in the current architecture (all wrapped layers grow together)."""
+        return max((layer.num_dendrites for layer in self.layers.values()), default=0)
+
+    def training_step(self, x: torch.Tensor, y: torch.Tensor,
+                      loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """One batch. Neuron phase: ordinary backprop. Dendrite phase: the task loss's backward only
+        captures each neuron's error; the candidates then step on the correlation surrogate loss.
+        Returns the detached task loss (no host sync)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(self.net(x), y)
+        loss.backward()  # dendrite phase: every network weight is frozen, so this only fills the error hooks
+        if self.phase is Phase.DENDRITE:
+            cc.candidate_loss(list(self.layers.values())).backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def end_epoch(self, val_score: float | None = None) -> Decision:
+        """Advance the schedule: pass the validation score (higher is better) after a neuron-phase
+        epoch; in a dendrite phase the score is ignored (neurons are frozen) and correlation decides."""
+        if self.phase is Phase.DENDRITE:
+            decision = self.schedule.dendrite_epoch(cc.end_candidate_epoch(list(self.layers.values())))
+        else:
+            if val_score is None:
+                raise ValueError("end_epoch needs the validation score in a neuron phase")
+            decision = self.schedule.neuron_epoch(float(val_score))
+            if decision.new_best:
+                self.best_state = copy.deepcopy(self.state_dict())
+            if decision.action is Action.CONTINUE and self.lr_scheduler is not None:
+                self.lr_scheduler.step(val_score)
+        self._apply(decision.action)
+        return decision
+
+    # ---- restructuring ---------------------------------------------------------------------------
+    def _apply(self, action: Action) -> None:
+        layers = list(self.layers.values())
+        if action is Action.CONTINUE:
+            return
+        if action in (Action.ADD_DENDRITES, Action.START_DENDRITE_PHASE, Action.STOP):
+            self.load_state_dict(self.best_state)  # grow from (or end at) the best architecture
+        if action is Action.ADD_DENDRITES:
+            for layer in layers:
+                layer.add_dendrite()
+        elif action is Action.START_DENDRITE_PHASE:
+            self._set_trainable(neurons=False, dendrites=False)
+            params = [p for layer in layers for p in cc.begin_candidates(layer)]
+            self._rebuild_optimizer(params)
+            return
+        elif action is Action.INSTALL_DENDRITES:
+            cc.install_candidates(layers)
+        self._set_trainable(neurons=True, dendrites=self.cfg.mode == "gd" or self.cfg.dendrite_update)
+        self._rebuild_optimizer()
+
+    def _set_trainable(self, neurons: bool, dendrites: bool) -> None:
+        for p in self.net.parameters():
+            p.requires_grad_(neurons)
+        for layer in self.layers.values():
+            for p in layer.dendrite_parameters():
+                p.requires_grad_(dendrites)
+
+    def _rebuild_optimizer(self, params: list[nn.Parameter] | None = None) -> None:
+        """Fresh optimizer (and LR scheduler in neuron phases) after every restructure."""
+        params = params if params is not None else [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = self.make_optimizer(params)
+        in_neuron_phase = self.phase is Phase.NEURON
+        self.lr_scheduler = self.make_scheduler(self.optimizer) if self.make_scheduler and in_neuron_phase else None
+
+    def finish(self) -> None:
+        """End training now (e.g. the epoch budget ran out): drop candidates, restore the best checkpoint."""
+        cc.drop_candidates(list(self.layers.values()))
+        self.schedule.stop()
+        self.load_state_dict(self.best_state)
+        self._set_trainable(neurons=True, dendrites=True)
+
+    # ---- checkpoints and reporting ---------------------------------------------------------------
+    def architecture(self) -> dict[str, int]:
+        return {name: layer.num_dendrites for name, layer in self.layers.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, assign: bool = False):
+        """Load a checkpoint with any dendrite count: wrapped layers grow or shrink to match it first."""
+        for name, layer in self.layers.items():
+            pattern = re.compile(rf"^net\.{re.escape(name)}\.out_weights\.(\d+)$")
+            k = sum(1 for key in state if pattern.match(key))
+            while layer.num_dendrites > k:
+                layer.remove_last_dendrite()
+            while layer.num_dendrites < k:
+                layer.add_dendrite()
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
+    def deployed_params(self, dendrites: int | None = None) -> int:
+        """Parameters of the deployed (folded) model: pb-algorithm §6.2 per wrapped layer, plus the rest.
+        `dendrites` gives the count for that many dendrites per neuron (default: the current model)."""
+        wrapped = {id(p) for layer in self.layers.values() for p in layer.parameters()}
+        rest = sum(p.numel() for p in self.net.parameters() if id(p) not in wrapped)
+        return rest + sum(deployed_params(layer, dendrites) for layer in self.layers.values())

@@ -1,0 +1,248 @@
+"""The block's training loop: a plain PyTorch loop around `DendriticModel` (traditional, GD or CC).
+
+The datasets are tiny (a few thousand 650-float rows), so they live on the device as tensors and batches
+are index slices: no DataLoader, and no host sync inside the batch loop (losses and correct counts are
+summed on the device and read once per epoch).
+"""
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model import KWSNet, NetConfig
+from .pb import DendriticModel, PBConfig
+from .schedule import Action, Phase, ScheduleConfig
+
+Log = Callable[[str], None]
+
+
+class TimeLimitError(RuntimeError):
+    """The run cannot finish within EI's maxTrainingTimeSeconds."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100  # hard cap on epochs, all phases included
+    learning_rate: float = 0.005
+    batch_size: int = 32
+    lr_patience: int = 5  # ReduceLROnPlateau on the validation score
+    seed: int = 3
+    device: str | None = None  # None: cuda when available
+    threads: int = 1  # CPU intra-op threads: these nets are too small to gain from more, and extra
+    #                   threads spin and stall badly when the (2-core) machine is busy
+    max_seconds: float | None = None  # EI's maxTrainingTimeSeconds
+    log_interval_s: float = 10.0
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.lr_patience < 0:
+            raise ValueError("lr patience must be >= 0")
+
+
+@dataclass
+class Splits:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_holdout: np.ndarray | None = None
+    y_holdout: np.ndarray | None = None
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    phase: str
+    dendrites: int
+    params: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    holdout_acc: float | None
+    lr: float
+    seconds: float
+    action: str
+
+
+@dataclass
+class FitResult:
+    model: DendriticModel
+    history: list[EpochRecord]
+    seconds: float
+    cycles: list[dict] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+
+def score(val_acc: float, val_loss: float) -> float:
+    """Validation score the schedule maximises: accuracy, with the loss breaking ties between equal
+    accuracies (small validation sets plateau in accuracy long before the loss stops improving)."""
+    return val_acc - 1e-3 * min(val_loss, 100.0)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) in eval mode."""
+    model.eval()
+    loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device)
+    for i in range(0, len(x), chunk):
+        logits = model(x[i:i + chunk])
+        loss += nn.functional.cross_entropy(logits, y[i:i + chunk], reduction="sum")
+        correct += (logits.argmax(1) == y[i:i + chunk]).sum()
+    return float(loss) / len(x), float(correct) / len(x)
+
+
+def build_model(net_cfg: NetConfig, pb_cfg: PBConfig, sched_cfg: ScheduleConfig, train_cfg: TrainConfig,
+                device: torch.device) -> DendriticModel:
+    """The network wrapped for PB, with Adam and ReduceLROnPlateau rebuilt inside on every restructure."""
+    net = KWSNet(net_cfg).to(device)
+    lr = train_cfg.learning_rate
+    return DendriticModel(
+        net, pb_cfg, lambda ps: torch.optim.Adam(ps, lr=lr), sched_cfg,
+        make_scheduler=lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", factor=0.5, patience=train_cfg.lr_patience))
+
+
+def fit(net_cfg: NetConfig, pb_cfg: PBConfig, sched_cfg: ScheduleConfig, train_cfg: TrainConfig,
+        data: Splits, log: Log = print) -> FitResult:
+    """Train until the schedule stops or the epoch/time budget runs out; return the best checkpoint."""
+    for cfg in (net_cfg, pb_cfg, sched_cfg, train_cfg):
+        cfg.validate()
+    seed_everything(train_cfg.seed)
+    device = pick_device(train_cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(train_cfg.threads)
+    model = build_model(net_cfg, pb_cfg, sched_cfg, train_cfg, device)
+
+    def tensor(a, dtype):
+        return None if a is None else torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+
+    xt, yt = tensor(data.x_train, torch.float32), tensor(data.y_train, torch.long)
+    xv, yv = tensor(data.x_val, torch.float32), tensor(data.y_val, torch.long)
+    xh, yh = tensor(data.x_holdout, torch.float32), tensor(data.y_holdout, torch.long)
+    gen = torch.Generator(device="cpu").manual_seed(train_cfg.seed)
+    bs, n = train_cfg.batch_size, len(xt)
+    history: list[EpochRecord] = []
+    start = last_log = time.monotonic()
+    progress = _progress_bar(train_cfg.epochs)
+    say = progress.write if progress else log
+    say(f"training on {device}: {n} train / {len(xv)} validation rows, mode={pb_cfg.mode}, "
+        f"max {train_cfg.epochs} epochs, {model.deployed_params()} params")
+    val_loss, val_acc = evaluate(model, xv, yv)
+    for epoch in range(1, train_cfg.epochs + 1):
+        t0 = time.monotonic()
+        phase, dendrites = model.phase, model.num_dendrites
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            loss_sum += model.training_step(xt[idx], yt[idx], nn.functional.cross_entropy) * len(idx)
+            if time.monotonic() - last_log > train_cfg.log_interval_s:  # keep Studio's log alive
+                say(f"epoch {epoch} {100 * min(i + bs, n) // n}% done")
+                last_log = time.monotonic()
+        with torch.no_grad():  # train accuracy from a cheap eval pass keeps the step API minimal
+            model.eval()
+            correct += (model(xt).argmax(1) == yt).sum()
+        if phase is Phase.NEURON:  # frozen neurons in a dendrite phase: validation cannot change
+            val_loss, val_acc = evaluate(model, xv, yv)
+        hold_acc = evaluate(model, xh, yh)[1] if xh is not None else None
+        lr = model.optimizer.param_groups[0]["lr"]
+        decision = model.end_epoch(score(val_acc, val_loss))
+        rec = EpochRecord(epoch, phase.value, dendrites, model.deployed_params(dendrites), float(loss_sum) / n,
+                          float(correct) / n, val_loss, val_acc, hold_acc, lr, time.monotonic() - t0,
+                          decision.action.value)
+        history.append(rec)
+        say(_epoch_line(rec, train_cfg.epochs, model))
+        last_log = time.monotonic()
+        if progress:
+            progress.update(1)
+        if epoch == 1:
+            _check_time_budget(rec.seconds, train_cfg)
+        if model.done:
+            break
+        elapsed = time.monotonic() - start
+        if train_cfg.max_seconds and elapsed > 0.9 * train_cfg.max_seconds:
+            say(f"stopping early: {elapsed:.0f}s used of the {train_cfg.max_seconds:.0f}s compute limit")
+            break
+    if not model.done:
+        model.finish()
+    if progress:
+        progress.close()
+    return FitResult(model, history, time.monotonic() - start, cycles_from_history(history))
+
+
+def cycles_from_history(history: list[EpochRecord]) -> list[dict]:
+    """One entry per dendrite count: params, best validation accuracy and the holdout accuracy at that
+    epoch (never the best holdout: the holdout is a test set, not a selection criterion)."""
+    best: dict[int, EpochRecord] = {}
+    for rec in history:
+        if rec.phase != Phase.NEURON.value:
+            continue
+        cur = best.get(rec.dendrites)
+        if cur is None or score(rec.val_acc, rec.val_loss) > score(cur.val_acc, cur.val_loss):
+            best[rec.dendrites] = rec
+    return [{"dendrites": k, "params": r.params, "best_val_accuracy": r.val_acc, "epoch": r.epoch,
+             "holdout_accuracy": r.holdout_acc} for k, r in sorted(best.items())]
+
+
+def _epoch_line(rec: EpochRecord, max_epochs: int, model: DendriticModel) -> str:
+    hold = f" holdout_acc={rec.holdout_acc:.4f}" if rec.holdout_acc is not None else ""
+    event = "" if rec.action == Action.CONTINUE.value else f" -> {rec.action} (now {model.num_dendrites} dendrites)"
+    return (f"epoch {rec.epoch}/{max_epochs} phase={rec.phase} dendrites={rec.dendrites} loss={rec.train_loss:.4f} "
+            f"acc={rec.train_acc:.4f} val_loss={rec.val_loss:.4f} val_acc={rec.val_acc:.4f}{hold} "
+            f"params={rec.params} lr={rec.lr:.2e} ({rec.seconds:.2f}s){event}")
+
+
+def _check_time_budget(epoch_seconds: float, cfg: TrainConfig) -> None:
+    """EI's rule (ei-contract §3.2): estimate after epoch 1 and fail early if the run cannot fit."""
+    if not cfg.max_seconds:
+        return
+    estimate = epoch_seconds * cfg.epochs
+    if estimate > 1.2 * cfg.max_seconds:
+        raise TimeLimitError(
+            f"Estimated training time ({math.ceil(estimate)}s for {cfg.epochs} epochs) is larger than the compute "
+            f"time limit ({cfg.max_seconds:.0f}s); lower the number of training cycles or raise the limit")
+
+
+def _progress_bar(total: int):
+    """A tqdm bar only when a human is watching a terminal; Studio gets plain log lines."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="epoch", leave=False)
+
+
+def history_dicts(history: list[EpochRecord]) -> list[dict]:
+    return [asdict(r) for r in history]
