@@ -135,11 +135,11 @@ class DendriticModel(nn.Module):
                 self.best_state = copy.deepcopy(self.state_dict())
             if decision.action is Action.CONTINUE and self.lr_scheduler is not None:
                 self.lr_scheduler.step(val_score)
-        self._apply(decision.action)
+        self._restructure(decision.action)
         return decision
 
     # ---- restructuring ---------------------------------------------------------------------------
-    def _apply(self, action: Action) -> None:
+    def _restructure(self, action: Action) -> None:
         layers = list(self.layers.values())
         if action is Action.CONTINUE:
             return
