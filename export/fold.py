@@ -36,7 +36,8 @@ def fold_bn(layer: nn.Module, bn: nn.Module) -> nn.Module:
         raise TypeError(f"cannot fold {type(bn).__name__} into {type(layer).__name__}")
     if bn.running_mean is None:
         raise ValueError("BatchNorm without running statistics cannot be folded")
-    scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+    gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+    scale = gamma / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
     bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
     fused = copy.deepcopy(layer)
@@ -94,7 +95,8 @@ def _scaled(layer: nn.Module, s: torch.Tensor) -> nn.Module:
 
 
 class FoldedDendriticLayer(nn.Module):
-    """Export form of a dendritic layer: Conv/Linear with (k+1)*C outputs -> split -> f -> per-channel Mul/Add.
+    """Export form of a dendritic layer: Conv/Linear with (k+1)*C outputs -> split -> f -> per-channel
+    Mul/Add.
 
     Chunks 0..k-1 are the dendrites, chunk k the neurons. `cascade_src[j]` lists the earlier dendrites i whose
     cascade weight into dendrite j is non-zero (zero ones are dropped: x + 0*a == x exactly); `out_weights[j]`
@@ -108,11 +110,13 @@ class FoldedDendriticLayer(nn.Module):
         self.channels = layer.weight.shape[0] // (k + 1)
         view = (1, -1, *[1] * (layer.weight.dim() - 2))  # broadcast [C] over [B, C, ...]
         self.has_out = [t is not None for t in out_weights]
-        self.out_weights = nn.ParameterList(
-            [nn.Parameter(t.reshape(view).clone(), requires_grad=False) for t in out_weights if t is not None])
+
+        def const(v: torch.Tensor) -> nn.Parameter:
+            return nn.Parameter(v.reshape(view).clone(), requires_grad=False)
+
+        self.out_weights = nn.ParameterList([const(t) for t in out_weights if t is not None])
         self.cascade_src = [[i for i, _ in terms] for terms in cascade]
-        self.cascade = nn.ParameterList(
-            [nn.Parameter(u.reshape(view).clone(), requires_grad=False) for terms in cascade for _, u in terms])
+        self.cascade = nn.ParameterList([const(u) for terms in cascade for _, u in terms])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = ACTIVATIONS[self.activation]
@@ -144,7 +148,8 @@ def fold_dendritic(d: nn.Module) -> nn.Module:
     u = [w.detach().clone() for w in d.cascade]  # u[j] has shape [j, C]
     if d.activation == "relu":
         # t * relu(p) = (t/s) * relu(s*p) for s > 0: scale dendrite j by s_j = |t_j| (1 where t_j == 0), so
-        # only a sign (or zero) stays on the output; a cascade weight from i into j becomes U_j[i] * s_j / s_i.
+        # only a sign (or zero) stays on the output; a cascade weight from i into j becomes
+        # U_j[i] * s_j / s_i.
         s = [torch.where(tj != 0, tj.abs(), torch.ones_like(tj)) for tj in t]
         dendrites = [_scaled(m, sj) for m, sj in zip(dendrites, s)]
         u = [uj * s[j] / torch.stack(s[:j]) if j else uj for j, uj in enumerate(u)]

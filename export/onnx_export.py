@@ -36,9 +36,9 @@ def export_onnx(model: nn.Module, path: Path, n_features: int) -> Path:
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            torch.onnx.export(probs, (torch.zeros(1, n_features),), str(path), dynamo=True, opset_version=OPSET,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
-                              external_data=False)
+            torch.onnx.export(probs, (torch.zeros(1, n_features),), str(path), dynamo=True,
+                              opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              verbose=False, external_data=False)  # weights inside model.onnx
     finally:
         noisy.setLevel(level)
     m = onnx.load(str(path))
@@ -61,7 +61,8 @@ def check_onnx_io(m, n_features: int) -> None:
     if opset != OPSET:
         raise ExportError(f"ONNX opset is {opset}, expected {OPSET}")
     if len(m.graph.input) != 1 or len(m.graph.output) != 1:
-        raise ExportError(f"ONNX model has {len(m.graph.input)} inputs and {len(m.graph.output)} outputs, need 1 and 1")
+        raise ExportError(f"ONNX model has {len(m.graph.input)} inputs and {len(m.graph.output)} outputs, "
+                          "need 1 and 1")
     i, o = _dims(m.graph.input[0]), _dims(m.graph.output[0])
     if i != [1, n_features]:
         raise ExportError(f"ONNX input shape is {i}, expected [1, {n_features}]")

@@ -47,7 +47,8 @@ def _quantize_int8(saved_model: Path, x_calib: np.ndarray) -> bytes:
 
 
 def convert_tflite(onnx_path: Path, out_dir: Path, x_calib: np.ndarray) -> tuple[Path, Path]:
-    """Write model.tflite and model_quantized_int8_io.tflite into out_dir; intermediates stay in a temp dir."""
+    """Write model.tflite and model_quantized_int8_io.tflite into out_dir (intermediates stay in a temp
+    dir). Raises ExportError with the converter's log attached as a note."""
     out_dir = Path(out_dir)
     log: list[str] = []
     step = "onnx2tf float32 conversion"

@@ -13,16 +13,20 @@ TFLM_LSB_TOL = 2  # real TFLM vs LiteRT reference kernels; tanh/logistic kernels
 
 # TFLite Micro builtin ops as registered by the EI SDK's all-ops resolver (ei-contract §5.4) plus the
 # builtins conversion.md saw TFLM run. Anything else (CUSTOM, Flex, POW, ...) cannot run on an MCU.
-TFLM_OPS = frozenset("""
-ABS ADD ADD_N ARG_MAX ARG_MIN AVERAGE_POOL_2D BATCH_MATMUL BATCH_TO_SPACE_ND CAST CEIL CONCATENATION CONV_2D
-COS DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE DIV ELU EQUAL EXP EXPAND_DIMS FILL FLOOR FLOOR_DIV FLOOR_MOD
-FULLY_CONNECTED GATHER GATHER_ND GREATER GREATER_EQUAL HARD_SWISH L2_NORMALIZATION L2_POOL_2D LEAKY_RELU LESS
-LESS_EQUAL LOG LOGICAL_AND LOGICAL_NOT LOGICAL_OR LOGISTIC LOG_SOFTMAX MAXIMUM MAX_POOL_2D MEAN MINIMUM MIRROR_PAD
-MUL NEG NOT_EQUAL PACK PAD PADV2 PRELU QUANTIZE REDUCE_MAX REDUCE_MIN RELU RELU6 RELU_N1_TO_1 RESHAPE
-RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR ROUND RSQRT SELECT_V2 SHAPE SIN SLICE SOFTMAX SPACE_TO_BATCH_ND
-SPACE_TO_DEPTH SPLIT SPLIT_V SQRT SQUARE SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM SVDF TANH TRANSPOSE
-TRANSPOSE_CONV UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK ZEROS_LIKE
-""".split())
+TFLM_OPS = frozenset({
+    "ABS", "ADD", "ADD_N", "ARG_MAX", "ARG_MIN", "AVERAGE_POOL_2D", "BATCH_MATMUL", "BATCH_TO_SPACE_ND",
+    "CAST", "CEIL", "CONCATENATION", "CONV_2D", "COS", "DEPTHWISE_CONV_2D", "DEPTH_TO_SPACE",
+    "DEQUANTIZE", "DIV", "ELU", "EQUAL", "EXP", "EXPAND_DIMS", "FILL", "FLOOR", "FLOOR_DIV",
+    "FLOOR_MOD", "FULLY_CONNECTED", "GATHER", "GATHER_ND", "GREATER", "GREATER_EQUAL", "HARD_SWISH",
+    "L2_NORMALIZATION", "L2_POOL_2D", "LEAKY_RELU", "LESS", "LESS_EQUAL", "LOG", "LOGICAL_AND",
+    "LOGICAL_NOT", "LOGICAL_OR", "LOGISTIC", "LOG_SOFTMAX", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM",
+    "MIRROR_PAD", "MUL", "NEG", "NOT_EQUAL", "PACK", "PAD", "PADV2", "PRELU", "QUANTIZE", "REDUCE_MAX",
+    "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR", "ROUND", "RSQRT", "SELECT_V2", "SHAPE", "SIN", "SLICE", "SOFTMAX",
+    "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQRT", "SQUARE", "SQUARED_DIFFERENCE",
+    "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "SVDF", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM", "UNPACK", "ZEROS_LIKE",
+})
 
 
 class ExportError(RuntimeError):
@@ -62,7 +66,8 @@ def check_tflite(path: Path, int8: bool) -> None:
     want = np.int8 if int8 else np.float32
     for kind, d in (("input", ins[0]), ("output", outs[0])):
         if d["dtype"] != want:
-            raise ExportError(f"{name}: {kind} is {np.dtype(d['dtype']).name}, expected {np.dtype(want).name}")
+            got, expected = np.dtype(d["dtype"]).name, np.dtype(want).name
+            raise ExportError(f"{name}: {kind} is {got}, expected {expected}")
     by_index = {t["index"]: t for t in tensors}
     for d in ops:
         if d["op_name"] == "FULLY_CONNECTED" and len(d["inputs"]) > 1:

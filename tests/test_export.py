@@ -8,13 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_fold import dendritic_net
 
 from dendritic.model import KWSNet, preset
 from export import ExportError, export_all
-from export.runtime import (input_quantization, litert_int8_predict, litert_interpreter, predict, quantize,
-                            tflm_arena_bytes, tflm_predict)
+from export.runtime import (
+    input_quantization,
+    litert_int8_predict,
+    litert_interpreter,
+    predict,
+    quantize,
+    tflm_arena_bytes,
+    tflm_predict,
+)
 from export.verify import TFLM_OPS, check_tflite
-from test_fold import dendritic_net
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hello-world"
 FILES = ("model.onnx", "model.tflite", "model_quantized_int8_io.tflite")
@@ -25,7 +32,8 @@ N_CHECK = 120
 def features() -> tuple[np.ndarray, np.ndarray]:
     """(calibration rows, check rows): the EI validation split when ../shared is there, else random rows."""
     path = DATA / "X_split_test.npy"
-    x = np.load(path) if path.exists() else np.random.default_rng(0).normal(size=(200, 650)).astype(np.float32)
+    x = np.load(path) if path.exists() else np.random.default_rng(0).normal(size=(200, 650))
+    x = x.astype(np.float32)
     return x, x[:N_CHECK]
 
 
@@ -70,7 +78,8 @@ def test_dendritic_report_counts(plain, dendritic) -> None:
     (3 layers) one SPLIT, 2 TANH, 3 MUL and 3 ADD (2 for T, 1 for the cascade U_1)."""
     p, d = plain[1], dendritic[1]
     assert d["macs"] == 3 * p["macs"]
-    assert d["ops"]["CONV_2D"] == p["ops"]["CONV_2D"] and d["ops"]["FULLY_CONNECTED"] == p["ops"]["FULLY_CONNECTED"]
+    for op in ("CONV_2D", "FULLY_CONNECTED"):
+        assert d["ops"][op] == p["ops"][op]
     assert d["ops"]["SPLIT"] == 3 and d["ops"]["TANH"] == 6 and d["ops"]["MUL"] == 9 and d["ops"]["ADD"] == 9
 
 
@@ -126,7 +135,8 @@ def test_export_keeps_model_and_rejects_bad_input(tmp_path, features) -> None:
 
 # ---- the checks must catch what they guard against (small hand-made TFLite graphs) ----
 
-def _tflite(tmp_path: Path, fn, batch: int | None = 1, int8: bool = False, per_channel_fc: bool = False) -> Path:
+def _tflite(tmp_path: Path, fn, batch: int | None = 1, int8: bool = False,
+            per_channel_fc: bool = False) -> Path:
     import tensorflow as tf
 
     spec = tf.TensorSpec([batch, 650], tf.float32)

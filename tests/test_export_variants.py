@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_fold import wrap_all
 from torch import nn
 
 from dendritic.model import KWSNet, preset
 from export import export_all
 from export.runtime import predict
-from test_fold import wrap_all
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hello-world"
 pytestmark = pytest.mark.slow
@@ -26,11 +26,12 @@ def _load(name: str) -> np.ndarray:
 
 
 VARIANTS = {
-    "paper-baseline conv2d relu k=3 cc": (dict(name="paper-baseline"), "relu", 3, "cc"),
-    "paper-baseline conv2d sigmoid k=3 cc": (dict(name="paper-baseline"), "sigmoid", 3, "cc"),
-    "ei-default sigmoid k=1 gd": (dict(name="ei-default"), "sigmoid", 1, "gd"),
-    "linear-only tanh k=2 cc": (dict(name="ei-default", conv_layers=0, linear_layers=3), "tanh", 2, "cc"),
-    "ei-default conv2d tanh k=4 cc": (dict(name="ei-default", conv_type="conv2d"), "tanh", 4, "cc"),
+    "paper-baseline conv2d relu k=3 cc": ({"name": "paper-baseline"}, "relu", 3, "cc"),
+    "paper-baseline conv2d sigmoid k=3 cc": ({"name": "paper-baseline"}, "sigmoid", 3, "cc"),
+    "ei-default sigmoid k=1 gd": ({"name": "ei-default"}, "sigmoid", 1, "gd"),
+    "linear-only tanh k=2 cc": ({"name": "ei-default", "conv_layers": 0, "linear_layers": 3}, "tanh", 2,
+                                "cc"),
+    "ei-default conv2d tanh k=4 cc": ({"name": "ei-default", "conv_type": "conv2d"}, "tanh", 4, "cc"),
 }
 
 
@@ -64,7 +65,8 @@ def test_trained_models_keep_accuracy_in_int8(tmp_path) -> None:
     """A trained plain net, then the same net with 2 tanh dendrites per layer fine-tuned (GD): the int8 model
     agrees with torch on >= 97 % of holdout rows and loses at most 2 points of accuracy."""
     x_train, y_train = _load("X_split_train.npy"), _load("Y_split_train.npy")
-    x_val, x_hold, y_hold = _load("X_split_test.npy"), _load("holdout/X_test.npy"), _load("holdout/Y_test.npy")
+    x_val = _load("X_split_test.npy")
+    x_hold, y_hold = _load("holdout/X_test.npy"), _load("holdout/Y_test.npy")
     torch.manual_seed(0)
     plain = _fit(KWSNet(preset("ei-default", 650, 3)), x_train, y_train, epochs=15)
     dend = wrap_all(KWSNet(preset("ei-default", 650, 3)), "tanh", 2, "gd")

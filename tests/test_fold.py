@@ -48,8 +48,8 @@ def dendritic_net(conv_type: str, activation: str, k: int, style: str, seed: int
                   linear_layers: int = 2) -> KWSNet:
     """An ei-default-shaped KWSNet with every layer wrapped (see wrap_all)."""
     torch.manual_seed(seed)
-    net = KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type, linear_layers=linear_layers))
-    return wrap_all(net, activation, k, style)
+    cfg = preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type, linear_layers=linear_layers)
+    return wrap_all(KWSNet(cfg), activation, k, style)
 
 
 def max_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
