@@ -1,0 +1,300 @@
+"""Perforated Backpropagation: dendritic layer, CC rule, phase schedule, checkpoints and param counts."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dendritic import (Action, DendriticLayer, DendriticModel, KWSNet, PBConfig, Phase, PhaseSchedule,
+                       ScheduleConfig, deployed_params, preset)
+from dendritic import cc
+
+torch.set_num_threads(1)
+
+LAYERS = {
+    "linear": (lambda: nn.Linear(6, 4), (8, 6)),
+    "conv1d": (lambda: nn.Conv1d(3, 4, 3, padding=1), (8, 3, 10)),
+    "conv2d": (lambda: nn.Conv2d(2, 4, 3, padding=1), (8, 2, 6, 5)),
+}
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+def test_adding_a_dendrite_preserves_the_function(kind, activation):
+    torch.manual_seed(0)
+    make, shape = LAYERS[kind]
+    layer = DendriticLayer(make(), activation, init_mult=0.5)
+    x = torch.randn(shape)
+    before = layer(x)
+    for _ in range(3):
+        layer.add_dendrite()
+        assert torch.equal(layer(x), before)
+        with torch.no_grad():  # later dendrites must not be neutral by accident
+            layer.out_weights[-1].normal_()
+            layer.cascade[-1].normal_()
+        before = layer(x)
+    assert layer.num_dendrites == 3
+    assert [tuple(u.shape) for u in layer.cascade] == [(0, 4), (1, 4), (2, 4)]
+
+
+def test_cc_install_preserves_the_function():
+    torch.manual_seed(0)
+    layer = DendriticLayer(nn.Linear(6, 4))
+    layer.add_dendrite()
+    with torch.no_grad():
+        layer.out_weights[0].fill_(0.7)
+    x = torch.randn(8, 6)
+    before = layer(x)
+    cc.begin_candidates([layer][0])
+    with torch.no_grad():
+        layer.candidate_cascade.fill_(0.3)
+    layer.train()
+    assert torch.equal(layer(x), before)  # a candidate is not wired into y
+    cc.end_candidate_epoch([layer])
+    cc.install_candidates([layer])
+    assert layer.num_dendrites == 2 and layer.candidate is None
+    assert torch.equal(layer(x), before)
+
+
+def _net_grads(perforated_dendrites: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Gradients of the first conv's neuron weights, with k installed CC dendrites in every layer."""
+    torch.manual_seed(seed)
+    net = KWSNet(preset("ei-default", 650, 3, dropout=0.0))
+    dm = DendriticModel(net, PBConfig(mode="cc"), schedule=ScheduleConfig(mode="cc"))
+    torch.manual_seed(1)
+    for layer in dm.layers.values():
+        for _ in range(perforated_dendrites):
+            layer.add_dendrite()
+            with torch.no_grad():
+                layer.dendrites[-1].weight.normal_()
+                layer.out_weights[-1].zero_()
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(16, 650, generator=g), torch.randint(0, 3, (16,), generator=g)
+    nn.functional.cross_entropy(dm(x), y).backward()
+    return {n: p.grad.clone() for n, p in net.named_parameters() if "main" in n and p.grad is not None}
+
+
+def test_perforation_blocks_dendrite_error_into_earlier_layers():
+    """With T = 0 the forward is unchanged; perforation means the backward is unchanged too, even though
+    the dendrites' own weights are wildly different: no error flows through them into earlier layers."""
+    plain, perforated = _net_grads(0), _net_grads(2)
+    assert plain.keys() == perforated.keys()
+    for name in plain:
+        torch.testing.assert_close(perforated[name], plain[name], rtol=0, atol=0)
+
+
+def test_perforation_with_nonzero_output_weights_leaves_earlier_layers_on_the_neuron_path():
+    torch.manual_seed(0)
+    conv = nn.Conv1d(2, 3, 3, padding=1)
+    layer = DendriticLayer(nn.Linear(30, 2))
+    layer.perforated = True
+    layer.add_dendrite()
+    with torch.no_grad():
+        layer.out_weights[0].fill_(2.0)
+    x = torch.randn(4, 2, 10)
+    h = torch.relu(conv(x)).flatten(1)
+    h.retain_grad()
+    layer(h).sum().backward()
+    # dL/dh must be exactly the neuron path W^T (sum over outputs), independent of the dendrite
+    torch.testing.assert_close(h.grad, layer.main.weight.sum(0).expand_as(h), rtol=0, atol=1e-6)
+
+
+def test_cc_correlation_rises_on_a_learnable_residual():
+    """Neurons fit y = w.x; the residual 2 tanh(3 (x0 - 0.5)) is learnable by a tanh dendrite. Candidate
+    training must drive the correlation with the neuron error up from a random start."""
+    torch.manual_seed(0)
+    x = torch.randn(512, 4)
+    target = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 2 * torch.tanh(3 * (x[:, :1] - 0.5))
+    net = nn.Sequential(nn.Linear(4, 1))
+    dm = DendriticModel(net, PBConfig(mode="cc", scope="linear", init_mult=0.1),
+                        lambda ps: torch.optim.Adam(ps, lr=0.05),
+                        ScheduleConfig(mode="cc", switch_patience=1, dendrite_patience=100,
+                                       max_dendrite_epochs=100, improvement_threshold=0.5))
+    dm.train()
+    for _ in range(200):  # neuron phase: fit the linear part
+        dm.training_step(x, target, nn.functional.mse_loss)
+    assert dm.end_epoch(1.0).action is Action.CONTINUE
+    assert dm.end_epoch(1.0).action is Action.START_DENDRITE_PHASE
+    assert dm.phase is Phase.DENDRITE
+    layer = next(iter(dm.layers.values()))
+    scores = []
+    for epoch in range(30):
+        for i in range(0, 512, 64):
+            dm.training_step(x[i:i + 64], target[i:i + 64], nn.functional.mse_loss)
+        scores.append(float((layer.cc_state.epoch_sum / layer.cc_state.batches).abs().mean()))
+        dm.end_epoch()
+    assert scores[0] < 0.1 and scores[-1] > 0.5, scores
+    assert all(b >= a - 1e-3 for a, b in zip(scores, scores[1:])), scores  # rises steadily
+    # the installed dendrite then lets the neuron phase beat the linear fit
+    dm.schedule.dendrite_epochs = dm.schedule.cfg.max_dendrite_epochs - 1
+    assert dm.end_epoch().action is Action.INSTALL_DENDRITES
+    linear_mse = nn.functional.mse_loss(dm(x), target).item()
+    for _ in range(300):
+        dm.training_step(x, target, nn.functional.mse_loss)
+    assert nn.functional.mse_loss(dm(x), target).item() < 0.5 * linear_mse
+
+
+def run_script(cfg: ScheduleConfig, scores: list[float], corr_gains: list[bool] | None = None) -> list[str]:
+    """Drive a PhaseSchedule with scripted validation scores; dendrite phases consume corr_gains."""
+    s = PhaseSchedule(cfg)
+    gains = iter(corr_gains or [])
+    events, it = [], iter(scores)
+    while not s.done:
+        if s.phase is Phase.DENDRITE:
+            d = s.dendrite_epoch(next(gains, False))
+        else:
+            try:
+                d = s.neuron_epoch(next(it))
+            except StopIteration:
+                break
+        if d.action is not Action.CONTINUE:
+            events.append(f"{d.action.value}{'(retry)' if d.retry else ''}->{s.dendrites}")
+    return events
+
+
+def test_schedule_traditional_is_early_stopping():
+    cfg = ScheduleConfig(mode="traditional", early_stopping_patience=3)
+    assert run_script(cfg, [0.5, 0.6, 0.6, 0.6, 0.6, 0.9]) == ["stop->0"]
+
+
+def test_schedule_gd_adds_until_max_then_stops():
+    cfg = ScheduleConfig(mode="gd", max_dendrites=2, switch_patience=2)
+    scores = [0.5, 0.6, 0.6, 0.6,  # k=0 plateaus -> add
+              0.7, 0.7, 0.7,  # k=1 beats 0.6 -> add
+              0.8, 0.8, 0.8]  # k=2 beats 0.7, at max -> stop
+    assert run_script(cfg, scores) == ["add_dendrites->1", "add_dendrites->2", "stop->2"]
+
+
+def test_schedule_cc_dendrite_phase_ends_on_correlation_plateau():
+    cfg = ScheduleConfig(mode="cc", max_dendrites=1, switch_patience=2, dendrite_patience=2)
+    events = run_script(cfg, [0.5, 0.5, 0.5, 0.7, 0.7, 0.7], corr_gains=[True, True, False, False])
+    assert events == ["start_dendrite_phase->0", "install_dendrites->1", "stop->1"]
+
+
+def test_schedule_retries_then_reverts_to_best():
+    cfg = ScheduleConfig(mode="gd", max_dendrites=3, switch_patience=2, max_tries=2)
+    scores = [0.8, 0.8, 0.8,  # k=0 best 0.8 -> add
+              0.7, 0.7, 0.7,  # k=1 never beats 0.8 -> retry from k=0
+              0.79, 0.79, 0.79,  # retry 1 fails
+              0.75, 0.75, 0.75]  # retry 2 fails -> stop at best (k=0)
+    events = run_script(cfg, scores)
+    assert events == ["add_dendrites->1", "add_dendrites(retry)->1", "add_dendrites(retry)->1", "stop->0"]
+
+
+def test_schedule_successful_retry_resets_tries():
+    cfg = ScheduleConfig(mode="gd", max_dendrites=2, switch_patience=1, max_tries=1)
+    scores = [0.8, 0.8,  # k=0 -> add
+              0.7, 0.7,  # k=1 fails -> retry
+              0.9, 0.9,  # retry beats -> add k=2
+              0.85, 0.85]  # k=2 fails, tries reset so one more retry
+    events = run_script(cfg, scores + [0.95, 0.95])
+    assert events == ["add_dendrites->1", "add_dendrites(retry)->1", "add_dendrites->2",
+                      "add_dendrites(retry)->2", "stop->2"]
+
+
+def test_schedule_improvement_threshold_is_relative():
+    s = PhaseSchedule(ScheduleConfig(mode="gd", improvement_threshold=0.01))
+    assert s.beats(0.5, -math.inf)
+    assert not s.beats(0.504, 0.5) and s.beats(0.506, 0.5)
+
+
+def _trained_dm(k: int) -> DendriticModel:
+    torch.manual_seed(0)
+    dm = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="gd"),
+                        schedule=ScheduleConfig(mode="gd"))
+    for layer in dm.layers.values():
+        for _ in range(k):
+            layer.add_dendrite()
+    with torch.no_grad():
+        for p in dm.parameters():
+            p.normal_()
+    return dm.eval()
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_state_dict_round_trip_with_k_dendrites(tmp_path, k):
+    src = _trained_dm(k)
+    torch.save(src.state_dict(), tmp_path / "m.pt")
+    dst = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="gd"),
+                         schedule=ScheduleConfig(mode="gd")).eval()
+    dst.load_state_dict(torch.load(tmp_path / "m.pt"))
+    assert dst.num_dendrites == k
+    x = torch.randn(5, 650)
+    torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
+    assert dst.deployed_params() == src.deployed_params()
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 4])
+def test_param_counts_match_the_deployment_formula(k):
+    dm = _trained_dm(k)
+    # ei-default at 3 classes: conv 13->8 k3 (320), conv 8->16 k3 (400), linear 208->3 (627)
+    expected = sum((k + 1) * pm + k * c + c * k * (k - 1) // 2 for pm, c in [(320, 8), (400, 16), (627, 3)])
+    assert dm.deployed_params() == expected
+    # the formula is the true parameter count of the model without training scaffolding
+    assert dm.deployed_params() == sum(p.numel() for p in dm.parameters())
+    assert sum(deployed_params(layer) for layer in dm.layers.values()) == expected
+
+
+def test_linear_scope_wraps_only_linear_layers():
+    dm = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="cc", scope="linear"),
+                        schedule=ScheduleConfig(mode="cc"))
+    assert list(dm.layers) == ["linears.0"]
+    assert all(isinstance(c, nn.Conv1d) for c in dm.net.convs)
+
+
+def test_restructure_rebuilds_optimizer_and_reverts_to_best():
+    torch.manual_seed(0)
+    dm = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="gd"),
+                        lambda ps: torch.optim.SGD(ps, lr=0.1), ScheduleConfig(mode="gd", switch_patience=1))
+    opt = dm.optimizer
+    x, y = torch.randn(32, 650), torch.randint(0, 3, (32,))
+    dm.train()
+    dm.training_step(x, y, nn.functional.cross_entropy)
+    dm.end_epoch(0.9)  # new best: checkpoint taken here
+    best = {k: v.clone() for k, v in dm.net.state_dict().items()}
+    dm.training_step(x, y, nn.functional.cross_entropy)  # drift away from the best weights
+    assert dm.end_epoch(0.5).action is Action.ADD_DENDRITES
+    assert dm.optimizer is not opt and dm.num_dendrites == 1
+    n_opt = sum(p.numel() for g in dm.optimizer.param_groups for p in g["params"])
+    assert n_opt == sum(p.numel() for p in dm.parameters())  # new dendrites are in the new optimizer
+    for name, v in best.items():  # grew from the best checkpoint, not the drifted weights
+        torch.testing.assert_close(dm.net.state_dict()[name], v)
+
+
+def test_dendrite_phase_trains_only_candidates():
+    torch.manual_seed(0)
+    dm = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="cc"),
+                        schedule=ScheduleConfig(mode="cc", switch_patience=1))
+    dm.train()
+    x, y = torch.randn(32, 650), torch.randint(0, 3, (32,))
+    dm.end_epoch(0.5)
+    assert dm.end_epoch(0.5).action is Action.START_DENDRITE_PHASE
+    before = {k: v.clone() for k, v in dm.net.state_dict().items() if "candidate" not in k}
+    cand = [layer.candidate.weight.clone() for layer in dm.layers.values()]
+    for _ in range(3):
+        dm.training_step(x, y, nn.functional.cross_entropy)
+    for k, v in before.items():
+        torch.testing.assert_close(dm.net.state_dict()[k], v, rtol=0, atol=0)
+    assert all(not torch.equal(c, layer.candidate.weight) for c, layer in zip(cand, dm.layers.values()))
+
+
+@pytest.mark.parametrize("update", [True, False])
+def test_installed_cc_dendrites_freeze_or_fine_tune(update):
+    torch.manual_seed(0)
+    dm = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="cc", dendrite_update=update),
+                        schedule=ScheduleConfig(mode="cc", switch_patience=1, dendrite_patience=1))
+    x, y = torch.randn(32, 650), torch.randint(0, 3, (32,))
+    dm.train()
+    dm.end_epoch(0.5)
+    dm.end_epoch(0.5)
+    dm.training_step(x, y, nn.functional.cross_entropy)
+    dm.end_epoch()
+    assert dm.end_epoch().action is Action.INSTALL_DENDRITES
+    layer = dm.layers["linears.0"]
+    w = layer.dendrites[0].weight.clone()
+    for _ in range(3):
+        dm.training_step(x, y, nn.functional.cross_entropy)
+    assert torch.equal(w, layer.dendrites[0].weight) != update
+    assert layer.out_weights[0].abs().sum() > 0  # T always trains
