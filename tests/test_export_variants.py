@@ -43,6 +43,7 @@ def test_variant_exports(variant: str, tmp_path) -> None:
     net = wrap_all(KWSNet(preset(cfg.pop("name"), 650, 3, **cfg)), activation, k, style)
     x = _load("X_split_test.npy")
     report = export_all(net, tmp_path, x, x[:100])
+    print(f"{variant}: {report}")
     assert report["parity"]["tflite_max_abs_diff"] <= 1e-4
     assert report["parity"]["tflm_max_lsb"] <= 2
     assert report["arena_bytes"] > 0
