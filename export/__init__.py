@@ -5,24 +5,35 @@
 fold (dendrites and BatchNorm, exact) -> model.onnx (static (1, F) in, softmax, (1, C) out) -> model.tflite
 (float32, onnx2tf) -> model_quantized_int8_io.tflite (int8 I/O, per-tensor FC) -> parity, op allow-list,
 static shapes, real TFLite Micro run, costs. Any failed check raises ExportError.
+
+torch is imported only when a model is exported or folded, so `from export.runtime import predict` (used to
+run shipped artifacts) stays about 1 s cheaper.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from .costs import count_params, graph_costs
-from .fold import fold_model, has_dendrites
-from .onnx_export import export_onnx
+from .costs import graph_costs
 from .runtime import input_quantization, predict, quantize, tflm_arena_bytes
 from .tflite import convert_tflite
 from .verify import ExportError, check_parity, check_tflite, check_tflm, max_abs_diff
 
+if TYPE_CHECKING:
+    from torch import nn
+
 __all__ = ["ExportError", "export_all", "fold_model", "predict"]
+
+
+def __getattr__(name: str):
+    if name == "fold_model":
+        from .fold import fold_model
+
+        return fold_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 ONNX_NAME = "model.onnx"
 FOLD_TOL = 1e-5  # folding is exact algebra; only float32 rounding may differ
@@ -33,9 +44,11 @@ def _log(stage: str, t0: float, detail: str = "") -> None:
     print(f"[export] {stage:<8} {time.perf_counter() - t0:5.1f}s {detail}".rstrip(), flush=True)
 
 
-@torch.no_grad()
 def _probs(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    return torch.softmax(model(torch.from_numpy(x)), dim=-1).numpy()
+    import torch
+
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(x)), dim=-1).numpy()
 
 
 def _torch_reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -59,6 +72,10 @@ def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np
     Returns {"files": {name: bytes}, "ops": {op: count} of the int8 model, "macs": conv/FC MACs from the
     TFLite graph, "params": folded torch parameters, "arena_bytes": TFLM arena, "parity": {...}}.
     """
+    from .costs import count_params
+    from .fold import fold_model, has_dendrites
+    from .onnx_export import export_onnx
+
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

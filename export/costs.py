@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import nn
 
 from .runtime import litert_interpreter
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _op_macs(op: dict, shapes: dict[int, np.ndarray]) -> int:
