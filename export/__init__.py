@@ -20,7 +20,7 @@ import numpy as np
 from .costs import graph_costs
 from .runtime import input_quantization, predict, quantize, tflm_arena_bytes
 from .tflite import convert_tflite
-from .verify import ExportError, check_parity, check_tflite, check_tflm, max_abs_diff
+from .verify import ExportError, check_parity, check_tflite, check_tflm, first_line, max_abs_diff
 
 if TYPE_CHECKING:
     from torch import nn
@@ -58,7 +58,7 @@ def _torch_reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
     try:
         return _probs(model, x)
     except RuntimeError as e:
-        raise ExportError(f"model rejects check rows of shape {x.shape}: {str(e).splitlines()[0]}") from e
+        raise ExportError(f"model rejects check rows of shape {x.shape}: {first_line(e)}") from e
     finally:
         model.train(was_training)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .verify import ExportError
+from .verify import ExportError, first_line
 
 INPUT_NAME, OUTPUT_NAME = "x", "y"
 # The dynamo exporter specialises on the static example input, so shape arithmetic (KWSNet's odd-length
@@ -45,7 +45,7 @@ def export_onnx(model: nn.Module, path: Path, n_features: int) -> Path:
     try:
         onnx.checker.check_model(m, full_check=True)
     except onnx.checker.ValidationError as e:
-        raise ExportError(f"ONNX checker rejected {path.name}: {str(e).splitlines()[0]}") from e
+        raise ExportError(f"ONNX checker rejected {path.name}: {first_line(e)}") from e
     check_onnx_io(m, n_features)
     return path
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .runtime import captured_fds
-from .verify import ExportError
+from .verify import ExportError, first_line
 
 FLOAT_NAME, INT8_NAME = "model.tflite", "model_quantized_int8_io.tflite"
 MAX_CALIB = 1000  # EI's reference int8 path uses at most 1000 single validation samples
@@ -65,7 +65,7 @@ def convert_tflite(onnx_path: Path, out_dir: Path, x_calib: np.ndarray) -> tuple
             step = "int8 quantization"
             (out_dir / INT8_NAME).write_bytes(_quantize_int8(tf_dir, x_calib))
     except (Exception, SystemExit) as e:  # onnx2tf calls sys.exit on some conversion errors
-        err = ExportError(f"{step} failed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}")
+        err = ExportError(f"{step} failed: {first_line(e)}")
         err.add_note("converter log (tail):\n" + "".join(log)[-4000:])
         raise err from e
     return out_dir / FLOAT_NAME, out_dir / INT8_NAME

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runtime import litert_interpreter
+from .runtime import litert_int8_predict, litert_interpreter, tflm_predict
 
 PARITY_TOL = 1e-4  # float artifacts vs torch, on softmax outputs
 TFLM_LSB_TOL = 2  # real TFLM vs LiteRT reference kernels; tanh/logistic kernels differ by up to 2 LSB
@@ -31,6 +31,12 @@ TFLM_OPS = frozenset({
 
 class ExportError(RuntimeError):
     """An export or verification step failed; the message is one line naming the problem."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception, with its type: enough to name a failure in one line."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0].strip() if lines else ''}".rstrip(": ")
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,12 +86,10 @@ def check_tflite(path: Path, int8: bool) -> None:
 def check_tflm(int8_path: Path, x_int8: np.ndarray) -> int:
     """Run the int8 model in the real TFLite Micro interpreter and hold it to LiteRT's reference kernels.
     Returns the max output difference in LSB."""
-    from .runtime import litert_int8_predict, tflm_predict
-
     try:
         tflm = tflm_predict(int8_path, x_int8)
     except Exception as e:  # TFLM raises RuntimeError on unsupported ops / per-channel FC
-        raise ExportError(f"TFLite Micro cannot run {Path(int8_path).name}: {str(e).splitlines()[0]}") from e
+        raise ExportError(f"TFLite Micro cannot run {Path(int8_path).name}: {first_line(e)}") from e
     ref = litert_int8_predict(int8_path, x_int8)
     lsb = int(np.max(np.abs(tflm.astype(np.int32) - ref.astype(np.int32))))
     if lsb > TFLM_LSB_TOL:
