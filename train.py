@@ -82,6 +82,9 @@ def run(args) -> int:
     log(f"data: {len(data.x_train)} train, {len(data.x_val)} validation"
         + (f", {len(data.x_holdout)} holdout" if data.x_holdout is not None else "")
         + f" rows; {data.n_features} features; classes {data.classes}")
+    if args.search_trials > 0:  # architecture search (sweep/) first, then train its pick as usual
+        from sweep import best_args
+        args, data = best_args(args, data, log)  # data: maxTrainingTimeSeconds lowered by the search time
     net_cfg, pb_cfg, sched_cfg, train_cfg = configs(args, data.n_features, data.n_classes)
     if data.max_training_seconds:
         from dataclasses import replace
