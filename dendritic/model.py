@@ -49,8 +49,10 @@ class NetConfig:
             raise ValueError(f"linear layers must be 1-3, got {self.linear_layers}")
         if self.n_classes < 2:
             raise ValueError(f"need at least 2 classes, got {self.n_classes}")
-        if self.width < 1 or self.linear_width < 1 or self.kernel_size < 1:
-            raise ValueError("width, linear width and kernel size must be positive")
+        if self.width < 1 or self.linear_width < 1:
+            raise ValueError("width and linear width must be positive")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel size must be a positive odd number (keeps 'same' length), got {self.kernel_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.noise_std < 0:
@@ -105,22 +107,20 @@ def conv_channels(cfg: NetConfig) -> list[int]:
 
 class Pool(nn.Module):
     """2x max pool. 'same' mode pads odd sizes with zeros first: equal to Keras 'same' after a ReLU, and it
-    converts to a plain PAD (ceil_mode would become PADV2(-FLT_MAX) and break int8, conversion.md pitfall 4)."""
+    converts to a plain PAD (ceil_mode would become PADV2(-FLT_MAX) and break int8, conversion.md pitfall 4).
+    The padding is fixed at construction from the known input size, so the exported graph has no shape ops."""
 
-    def __init__(self, dims: int, mode: PoolMode):
+    def __init__(self, dims: int, mode: PoolMode, size: tuple[int, ...]):
         super().__init__()
-        self.dims, self.mode = dims, mode
+        self.dims = dims
+        self.pad: list[int] = []
+        for n in reversed(size):  # F.pad lists the last dimension first
+            self.pad += [0, n % 2 if mode == "same" else 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "same":
-            pad: list[int] = []
-            for size in reversed(x.shape[-self.dims:]):
-                pad += [0, size % 2]
-            if any(pad):
-                x = nn.functional.pad(x, pad, value=0.0)
-        if self.dims == 1:
-            return nn.functional.max_pool1d(x, 2)
-        return nn.functional.max_pool2d(x, 2)
+        if any(self.pad):
+            x = nn.functional.pad(x, self.pad, value=0.0)
+        return nn.functional.max_pool1d(x, 2) if self.dims == 1 else nn.functional.max_pool2d(x, 2)
 
 
 class KWSNet(nn.Module):
@@ -142,7 +142,7 @@ class KWSNet(nn.Module):
         self.pools = nn.ModuleList()
         for c_out in conv_channels(cfg):
             self.convs.append(conv_cls(c_in, c_out, cfg.kernel_size, padding=cfg.kernel_size // 2))
-            self.pools.append(Pool(dims, cfg.pool))
+            self.pools.append(Pool(dims, cfg.pool, (h,) if dims == 1 else (h, w)))
             c_in = c_out
             h = _pooled(h, cfg.pool)
             w = _pooled(w, cfg.pool) if dims == 2 else w
