@@ -157,6 +157,12 @@ def num(values: list[float | int | None], digits: int = 0) -> str:
     return fmt_pm(vals, digits=digits)
 
 
+def each(values: list[int | None]) -> str:
+    """A per-seed count (params, dendrites, epochs): the value if all runs agree, else 'a / b / c'."""
+    vals = [v for v in values if v is not None]
+    return "–" if not vals else f"{vals[0]:,}" if len(set(vals)) == 1 else " / ".join(f"{v:,}" for v in vals)
+
+
 def keras_reference(dataset: str) -> dict | None:
     path = RESULTS_DIR / f"keras_reference_{dataset}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -166,9 +172,9 @@ def ours_row(ds: str, ours: list[dict]) -> list[str]:
     """Summary row of the block runs that finished (metrics.json written)."""
     def col(key: str) -> list:
         return [r.get(key) for r in ours]
-    model = f"**ours**: default `train.py` ({ours[0].get('model_format')}, {num(col('dendrites'))} dendrites)"
+    model = f"**ours**: default `train.py` ({ours[0].get('model_format')}, {each(col('dendrites'))} dendr.)"
     sizes = " / ".join(num([r["artifact_bytes"].get(a) for r in ours]) for a in ARTIFACTS)
-    return [ds, model, num(col("params")), num(col("epochs")), pct(col("float_accuracy")),
+    return [ds, model, each(col("params")), each(col("epochs")), pct(col("float_accuracy")),
             pct(col("int8_accuracy")), pct(col("holdout_float_accuracy")), pct(col("holdout_int8_accuracy")),
             num(col("train_seconds")), num(col("wall_seconds")), sizes, num(col("arena_bytes"))]
 
@@ -177,8 +183,8 @@ def logged_row(ds: str, logged: list[dict]) -> list[str]:
     """Summary row of every block run's chosen model as the training log reports it (torch, float)."""
     def col(key: str) -> list:
         return [r.get(key) for r in logged]
-    model = f"ours, torch, from the log: all seeds incl. failed exports ({num(col('dendrites'))} dendrites)"
-    return [ds, model, num(col("params")), num(col("epochs")), pct(col("val_accuracy")), "–",
+    model = f"ours, torch, from the log: all seeds incl. failed exports ({each(col('dendrites'))} dendrites)"
+    return [ds, model, each(col("params")), each(col("epochs")), pct(col("val_accuracy")), "–",
             pct(col("holdout_accuracy")), "–", "–", "–", "–", "–"]
 
 
@@ -279,30 +285,52 @@ def provenance(ours: list[dict]) -> str:
     return "; ".join(sorted({one(r) for r in ours})) or "–"
 
 
+PER_RUN_ARGS = ("data_directory", "holdout_directory", "out_directory", "seed")
+
+
+def shared_arguments(ours: list[dict]) -> list[str]:
+    """The log's `arguments:` lines minus the per-run values (dirs, seed): one line if the defaults agreed."""
+    def strip(line: str) -> str:
+        return " ".join(kv for kv in line.split() if kv.split("=")[0] not in PER_RUN_ARGS)
+    return sorted({strip(r["arguments"]) for r in ours if r.get("arguments")})
+
+
 def report_markdown(runs: list[dict], datasets: list[str]) -> str:
     """The generated part of the RESULTS.md section: tables, machine, commands, dates, provenance."""
     ours = [r for r in runs if r["dataset"] in datasets]
     refs = [ref for ds in datasets if (ref := keras_reference(ds))]
     stamped = ours + refs
     dates = ", ".join(sorted({x["machine"]["date_utc"][:10] for x in stamped}))
+    loads = [x["machine"]["loadavg_1_5_15"][0] for x in stamped]
     lscpu = stamped[-1]["machine"]["lscpu_head"] if stamped else []
     seeds = sorted({r["seed"] for r in ours})
+    clean = not any(r["block"]["dirty"] for r in ours)
     run_cmd = f".venv/bin/python bench/default_runs.py --seeds {len(seeds)} --datasets {' '.join(datasets)}"
+    data = f"{DATA_ROOT}/<dataset>"
+    one_run = (f"    train.py --data-directory {data} --holdout-directory {data}/holdout [--seed S]"
+               " --out-directory out/bench/default_runs/<dataset>-seed<S>")
+    keras_total = ", ".join(f"{x['dataset']} {x['total_seconds']:.0f} s" for x in refs)
     return "\n".join([
         NOTES.format(dates=dates), "",
         markdown_table(COMPARISON_HEADERS, comparison_rows(runs, datasets)), "",
         "Block runs, per seed:", "",
         markdown_table(PER_SEED_HEADERS, per_seed_rows(runs, datasets)), "",
-        KERAS_NOTE, "",
+        KERAS_NOTE + f" Keras wall s excludes the TF import; one process for all seeds and budgets took "
+        f"{keras_total or '–'}.", "",
         markdown_table(KERAS_SEED_HEADERS, keras_seed_rows(datasets)), "",
-        f"Block code measured: {provenance(ours)}. Resolved arguments (first log line of each run):", "",
-        "```", *sorted({r["arguments"] for r in ours if r.get("arguments")}), "```", "",
+        f"Block code measured: {provenance(ours)}"
+        + (" (no uncommitted changes to the block's files)" if clean and ours else "")
+        + ". Defaults as train.py resolved them (its `arguments:` log line minus dirs and seed):", "",
+        "```", *shared_arguments(ours), "```", "",
         "Commands (repo root):", "",
         "```", *[x["command"] for x in refs],
-        f"{run_cmd}   # seeds {', '.join(map(str, seeds))}, each run one of:",
-        *sorted({"    " + r["command"] for r in ours}),
+        f"{run_cmd}   # seeds {', '.join(map(str, seeds))}, one run each:",
+        one_run + f"   # --seed only when S != {block_default_seed()}",
         ".venv/bin/python bench/default_runs.py --report --update-results-md   # regenerates this block",
         "```", "",
+        (f"1-min load average sampled with each run: {min(loads, default=0):.1f}–{max(loads, default=0):.1f}"
+         " (other engineers' jobs share the 2 cores), so wall and train s are noisy."),
+        "",
         "Machine (`lscpu | head`):", "",
         "```", *lscpu, "```",
     ])
