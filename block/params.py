@@ -108,3 +108,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         print(f"WARNING: ignoring unknown arguments: {' '.join(unknown)}", file=sys.stderr)
     return args
+
+
+def markdown_table(params: list[dict]) -> str:
+    """The README's parameter table, generated from parameters.json (a test keeps the README in sync)."""
+    lines = ["| parameter | default | values | what it does |", "|---|---|---|---|"]
+    for p in params:
+        values = ", ".join(str(v["value"] if isinstance(v, dict) else v) for v in p.get("valid", [])) or p["type"]
+        where = f" ({p['section']})" if p.get("section") else ""
+        cond = p.get("showIf")
+        shown = (f" Shown when `{cond['parameter']}` {'=' if cond['operator'] == 'eq' else '≠'} `{cond['value']}`."
+                 if cond else "")
+        lines.append(f"| `--{p['param']}`{where} | `{p['value']}` | {values} | {p['help']}{shown} |")
+    return "\n".join(lines) + "\n"

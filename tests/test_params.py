@@ -25,11 +25,11 @@ ADVANCED = ["batch-size", "max-dendrite-tries", "early-stopping-patience", "lr-p
             "search-trials", "max-params"]
 # The block's documented interface: param -> default (what the team agreed; changing one is an interface change).
 EXPECTED_DEFAULTS = {
-    "epochs": 100, "learning-rate": 0.005, "batch-size": 32, "model-preset": "ei-default",
+    "epochs": 200, "learning-rate": 0.005, "batch-size": 32, "model-preset": "ei-default",
     "conv-type": "conv1d", "conv-layers": 2, "conv-width": 8, "width-growth": "doubling", "kernel-size": 3,
-    "linear-layers": 1, "linear-width": 16, "dropout": 0.25, "input-noise": 0.0, "model-format": "cc",
+    "linear-layers": 1, "linear-width": 16, "dropout": 0.25, "input-noise": 0.3, "model-format": "cc",
     "max-dendrites": 2, "switch-patience": 10, "improvement-threshold": 0.0001, "init-multiplier": 0.01,
-    "dendrite-activation": "tanh", "perforate": "all", "dendrite-patience": 3, "dendrite-update": True,
+    "dendrite-activation": "relu", "perforate": "all", "dendrite-patience": 3, "dendrite-update": True,
     "max-dendrite-tries": 2, "early-stopping-patience": 15, "lr-patience": 5, "mfcc-coefficients": 13, "seed": 3,
     "search-trials": 0, "max-params": 0,
 }
@@ -148,7 +148,7 @@ def test_known_args_only_print_nothing(capsys: pytest.CaptureFixture) -> None:
 def test_bad_values_exit_with_an_argparse_error(argv: list[str], message: str | None,
                                                 capsys: pytest.CaptureFixture) -> None:
     if message is None:
-        assert parse_args(argv).epochs == 100
+        assert parse_args(argv).epochs == 200
         return
     with pytest.raises(SystemExit) as exit_:
         parse_args(argv)
@@ -168,3 +168,11 @@ def test_no_legacy_validation_flag_literal(path: Path) -> None:
     if not path.exists():
         pytest.skip(f"{path.name} not written yet")
     assert "--validation-set-size" not in path.read_text()
+
+
+def test_readme_parameter_table_matches_parameters_json() -> None:
+    """Every parameter, its default and help text appear in the README exactly as Studio shows them."""
+    from block.params import markdown_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert markdown_table(load_parameters()) in readme, "regenerate the README table with block.params.markdown_table"
