@@ -1,0 +1,250 @@
+"""`python -m sweep`: multi-objective search (validation accuracy up, deployed params down) over the
+paper's KWS sweep space, resumable and shareable between machines through an Optuna RDB storage.
+
+    python -m sweep --data-directory D --out-directory O --trials N [--storage URL] [--study-name S]
+        [--max-params P | --max-flash-kb K] [--seed S] [--holdout-directory H] [--export-best]
+        [--epochs E] [--formats traditional,gd,cc] [--sampler tpe|random] [--heartbeat S]
+        [--trial-seconds T] [-- BLOCK FLAGS, e.g. --batch-size 64]
+
+--trials is the study's target: the run (or all workers together) stops when N trials are complete or
+failed; re-running the same command continues a study and adds nothing once it has N. Every bad input ends
+with one `ERR:` line and exit code 1 (2 for bad options), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .space import FORMATS
+from .study import SweepError
+
+DEFAULT_STUDY = "dendritic-sweep"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage + error pair
+        raise SweepError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
+    return value
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown model format {', '.join(unknown) or repr(text)} (choose from {', '.join(FORMATS)})"
+        )
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m sweep", description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("--data-directory", required=True, help="EI data dir (X/Y_split_{train,test}.npy)")
+    p.add_argument(
+        "--out-directory", required=True, help="study.db, trials.csv, pareto.png, frontier.md, logs/"
+    )
+    p.add_argument("--trials", required=True, type=_positive_int, help="target number of trials in the study")
+    p.add_argument(
+        "--storage",
+        help="RDB URL shared by workers, e.g. postgresql://u:p@host/db (default: sqlite:///OUT/study.db)",
+    )
+    p.add_argument("--study-name", default=DEFAULT_STUDY)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--max-params", type=_positive_int, default=0, help="deployed-parameter budget")
+    size.add_argument(
+        "--max-flash-kb",
+        type=_positive_float,
+        default=0.0,
+        help="budget on the estimated int8 .tflite size (sweep/budget.py)",
+    )
+    p.add_argument("--seed", type=int, default=3, help="training seed of every trial and sampler seed")
+    p.add_argument("--holdout-directory", help="X_test.npy/Y_test.npy: reported per trial, never selected on")
+    p.add_argument(
+        "--export-best", action="store_true", help="retrain and export the best model into OUT/best"
+    )
+    p.add_argument("--epochs", type=_positive_int, default=60, help="epoch cap per trial")
+    p.add_argument("--formats", type=_formats, default=FORMATS, help="comma list of model formats to search")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    p.add_argument(
+        "--heartbeat",
+        type=_positive_int,
+        default=30,
+        help="seconds between trial heartbeats; a trial silent for 4x this is failed and retried",
+    )
+    p.add_argument(
+        "--trial-seconds",
+        type=_positive_float,
+        default=600.0,
+        help="training time cap per trial (slower architectures are pruned after epoch 1)",
+    )
+    return p
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Sweep options, and the block flags after `--` (passed to every trial as train.py flags)."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    return build_parser().parse_args(argv[:cut]), argv[cut + 1 :]
+
+
+def block_argv(opts: argparse.Namespace, out: Path, extra: list[str]) -> list[str]:
+    """train.py flags every trial starts from; the searched values are appended after them (and win)."""
+    argv = [
+        "--data-directory",
+        opts.data_directory,
+        "--out-directory",
+        str(out),
+        "--epochs",
+        str(opts.epochs),
+        "--seed",
+        str(opts.seed),
+    ]
+    if opts.holdout_directory:
+        argv += ["--holdout-directory", opts.holdout_directory]
+    return argv + extra
+
+
+def check_block_flags(argv: list[str]):
+    """Parse the base flags once, so a typo after `--` fails now rather than warning in every trial."""
+    from block.params import build_parser as block_parser
+    from block.params import load_parameters
+
+    parser = block_parser(load_parameters())
+    parser.error = lambda message: (_ for _ in ()).throw(SweepError(f"block flags after --: {message}"))
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise SweepError(f"unknown block flags after --: {' '.join(unknown)}")
+    return args
+
+
+def run(opts: argparse.Namespace, extra: list[str]) -> int:
+    import train
+    from block.data import load_ei_data
+
+    from .budget import Budget
+    from .report import pick_best, write_reports
+    from .study import SweepSampler, check_url, open_storage, open_study, redact, storage_url
+    from .worker import Runner, work
+
+    out = train.writable_out_dir(opts.out_directory)
+    url = storage_url(opts.storage, out)
+    check_url(url)
+    base = block_argv(opts, out, extra)
+    block = check_block_flags(base)
+    data = load_ei_data(opts.data_directory, None, opts.holdout_directory, block.mfcc_coefficients)
+    budget = Budget(opts.max_params, opts.max_flash_kb)
+    runner = Runner(data, base, budget, opts.formats, opts.trial_seconds, None, out / "logs", log)
+    if budget:
+        runner.check_budget()
+    settings = {
+        "classes": data.classes,
+        "n_train": len(data.x_train),
+        "n_val": len(data.x_val),
+        "n_holdout": None if data.x_holdout is None else len(data.x_holdout),
+        "features": data.n_features,
+        "epochs": opts.epochs,
+        "seed": opts.seed,
+        "max_params": opts.max_params,
+        "max_flash_kb": opts.max_flash_kb,
+        "formats": list(opts.formats),
+        "block_flags": extra,
+        "trial_seconds": opts.trial_seconds,
+    }
+    study = open_study(
+        open_storage(url, opts.heartbeat),
+        opts.study_name,
+        SweepSampler(opts.sampler, opts.seed, opts.formats),
+        settings,
+    )
+    log(
+        f"sweep: study {opts.study_name!r} in {redact(url)}: target {opts.trials} trials, formats "
+        f"{','.join(opts.formats)}, budget {budget}, {opts.epochs} epochs max per trial, "
+        f"sampler {opts.sampler}"
+    )
+    t0 = time.monotonic()
+    count = work(study, runner, opts.trials, poll=opts.heartbeat)
+    meta = {
+        "title": f"{Path(opts.data_directory).name}, study {opts.study_name}",
+        "budget": str(budget),
+        "epochs": opts.epochs,
+        "n_val": len(data.x_val),
+        "n_holdout": settings["n_holdout"],
+    }
+    rows = write_reports(study.get_trials(deepcopy=False), out, meta, opts.max_params)
+    log(
+        f"sweep: {count} after {time.monotonic() - t0:.0f}s in this worker; wrote trials.csv, pareto.png, "
+        f"frontier.md to {out}"
+    )
+    best = pick_best(rows, opts.max_params)
+    if best is None:
+        raise SweepError("no trial completed, so there is no best model")
+    log(
+        f"best: trial {best['number']} val {best['val_accuracy']:.4f}, {best['params']:,} params, "
+        f"{best['dendrites']} dendrites: {best['argv']}"
+    )
+    if not opts.export_best:
+        return 0
+    from block.params import parse_args
+
+    best_out = out / "best"
+    log(f"export-best: retraining trial {best['number']} with train.py's pipeline into {best_out}")
+    return train.run(parse_args(block_argv(opts, best_out, extra) + best["argv"].split()))
+
+
+def _error_line(e: Exception) -> str:
+    from .study import first_line
+
+    expected = isinstance(e, (ValueError, OSError, RuntimeError))  # SweepError, DataError, ExportError
+    return first_line(e) if expected else f"internal error {type(e).__name__}: {first_line(e)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 bad input or failure, 2 bad options, 130 interrupted."""
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", "1"
+    )  # one sweep worker = one core; torch threads are set per fit
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    argv = sys.argv[1:] if argv is None else argv
+    stage = 2
+    try:
+        opts, extra = parse(argv)
+        stage = 1
+        return run(opts, extra)
+    except KeyboardInterrupt:
+        print(
+            "ERR: interrupted (the running trial is queued again; re-run the command to continue)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
+    except Exception as e:  # the contract: one readable line, never a traceback
+        if os.environ.get("DENDRITIC_DEBUG"):
+            raise
+        print(f"ERR: {_error_line(e)}", file=sys.stderr, flush=True)
+        return stage

@@ -1,0 +1,276 @@
+"""sweep/: resumable SQLite studies, the size budget, bad CLI input, the Studio hook and the report helpers.
+
+Trials here train tiny random-data nets for 1 epoch, so the tests check bookkeeping, not accuracy. They run
+in-process (one torch import for the module) except one real `python -m sweep` process for the error path.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from ei_dirs import write_ei_dir
+
+from sweep import budget, report, space
+from sweep.cli import main
+from sweep.study import SweepError, SweepSampler, tally
+from sweep.worker import requeue
+
+REPO = Path(__file__).resolve().parent.parent
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_ei_dir(tmp_path_factory.mktemp("sweep") / "data", n_train=45, n_val=12, holdout=True)
+
+
+def sweep(data: Path, out: Path, trials: int, *extra: str) -> int:
+    return main(
+        [
+            "--data-directory",
+            str(data),
+            "--out-directory",
+            str(out),
+            "--trials",
+            str(trials),
+            "--epochs",
+            "1",
+            "--holdout-directory",
+            str(data / "holdout"),
+            *extra,
+        ]
+    )
+
+
+def load(out: Path, name: str = "dendritic-sweep") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}").get_trials()
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ERR: "), err
+    return lines[0]
+
+
+def test_sqlite_study_resumes_and_adds_up(data_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert sweep(data_dir, out, 2) == 0
+    first = {t.number: t.datetime_start for t in load(out)}
+    assert len(first) == 2
+    assert sweep(data_dir, out, 2) == 0  # same command again: the study already has its 2 trials
+    assert len(load(out)) == 2
+    assert sweep(data_dir, out, 4) == 0  # a larger target continues the same study
+    trials = load(out)
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert {t.number: t.datetime_start for t in trials if t.number in first} == first  # not re-run
+    for t in trials:
+        attrs = t.user_attrs
+        assert attrs["params"] == t.values[1] and attrs["val_accuracy"] == t.values[0]
+        assert attrs["holdout_accuracy"] is not None and attrs["epochs"] == 1 and attrs["hparams"]
+    assert len((out / "trials.csv").read_text().splitlines()) == 5
+    assert (out / "pareto.png").stat().st_size > 10_000
+    assert "Best model under each parameter budget" in (out / "frontier.md").read_text()
+    capsys.readouterr()
+    assert sweep(data_dir, out, 4, "--max-params", "5000") == 1  # other settings must not mix into the study
+    assert "other settings" in one_error_line(capsys)
+
+
+def test_budget_caps_dendrites_before_training() -> None:
+    from block.params import parse_args
+    from train import configs
+
+    hp = {
+        "model_format": "gd",
+        "conv_type": "conv1d",
+        "conv_layers": 2,
+        "linear_layers": 1,
+        "width_mult": 1.0,
+        "growth": "doubling",
+        "dropout": 0.1,
+        "input_noise": 0.0,
+        "lr_mult": 1,
+        "patience": 5,
+        "max_dendrites": 4,
+        "improvement_threshold": 0.0,
+        "init_multiplier": 0.01,
+        "dendrite_activation": "tanh",
+        "perforate": "all",
+    }
+    cfgs = configs(parse_args(["--data-directory", "d", "--out-directory", "o", *space.to_argv(hp)]), 650, 3)
+    unlimited = budget.plan(*cfgs, budget.Budget())
+    assert unlimited.base_params == 1347 and unlimited.max_dendrites == 4  # ei-default-sized base
+    two = budget.plan(
+        *cfgs, budget.Budget(4122)
+    )  # 2 dendrites on every layer, U counted: 4,122 (bench/RESULTS.md)
+    assert (two.max_dendrites, two.bound_params) == (2, 4122)
+    assert budget.plan(*cfgs, budget.Budget(4121)).max_dendrites == 1
+    assert budget.plan(*cfgs, budget.Budget(1346)).max_dendrites is None
+    full_kb = unlimited.flash_kb  # estimated int8 file at 4 dendrites
+    assert budget.plan(*cfgs, budget.Budget(max_flash_kb=full_kb)).max_dendrites == 4
+    half = budget.plan(*cfgs, budget.Budget(max_flash_kb=full_kb / 2))
+    assert half.max_dendrites is not None and half.max_dendrites < 4 and half.flash_kb <= full_kb / 2
+
+
+def test_budget_prunes_before_training_and_holds(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert sweep(data_dir, out, 3, "--max-params", "3000") == 0
+    trials = load(out)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == 3
+    assert all(t.user_attrs["params"] <= t.user_attrs["bound_params"] <= 3000 for t in done)
+    for t in trials:
+        if t.state.name == "PRUNED":
+            assert "epochs" not in t.user_attrs  # never trained
+            assert "budget" in t.user_attrs["pruned"]
+
+
+def test_impossible_budget_fails_at_once(data_dir: Path, tmp_path: Path, capsys) -> None:
+    assert sweep(data_dir, tmp_path / "out", 3, "--max-params", "10") == 1
+    assert "no model of the search space fits" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--formats", "traditional,dendritic"], "unknown model format dendritic"),
+        (["--trials", "0"], "--trials"),
+        (["--storage", "bogus://nowhere/db"], "bad storage URL"),
+        (["--storage", "postgresql+nosuchdriver://u@localhost/db"], "cannot open storage"),
+        (
+            ["--storage", "postgresql://u:secret@127.0.0.1:1/db"],
+            "cannot open storage postgresql+psycopg2://u:***@",
+        ),
+        (["--max-params", "1000", "--max-flash-kb", "8"], "not allowed with"),
+        (["--", "--batch-sise", "8"], "unknown block flags"),
+    ],
+)
+def test_bad_options_give_one_error_line(data_dir: Path, tmp_path: Path, capsys, argv, message) -> None:
+    trials = [] if "--trials" in argv else ["--trials", "2"]
+    code = main(["--data-directory", str(data_dir), "--out-directory", str(tmp_path / "o"), *trials, *argv])
+    assert code in (1, 2)
+    assert message in one_error_line(capsys)
+
+
+def test_unwritable_out_dir_and_missing_data(data_dir: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "a-file").write_text("x")
+    assert sweep(data_dir, tmp_path / "a-file" / "out", 2) == 1
+    assert "not writable" in one_error_line(capsys)
+    assert sweep(tmp_path / "nothing-here", tmp_path / "out", 2) == 1
+    assert "missing data directory" in one_error_line(capsys)
+
+
+def test_cli_process_exits_with_one_error_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweep",
+            "--data-directory",
+            str(tmp_path),
+            "--out-directory",
+            str(tmp_path / "o"),
+            "--trials",
+            "3",
+            "--formats",
+            "gd,nope",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    expected = "ERR: argument --formats: unknown model format nope (choose from traditional, gd, cc)"
+    assert result.stderr.strip().splitlines() == [expected]
+
+
+def test_studio_hook_searches_then_returns_best_args(data_dir: Path) -> None:
+    from block.data import load_ei_data
+    from block.params import parse_args
+    from sweep import best_args
+
+    args = parse_args(
+        [
+            "--data-directory",
+            str(data_dir),
+            "--out-directory",
+            "unused",
+            "--search-trials",
+            "3",
+            "--max-params",
+            "3000",
+            "--epochs",
+            "1",
+        ]
+    )
+    data = load_ei_data(data_dir)
+    lines: list[str] = []
+    chosen, data2 = best_args(args, data, lines.append)
+    assert chosen.model_preset == "custom" and chosen.epochs == 1 and chosen.max_params == 3000
+    assert 0 < data2.max_training_seconds < data.max_training_seconds == 3600
+    assert sum(line.startswith("trial ") and "params" in line and "pruned" not in line for line in lines) == 3
+    from train import configs
+
+    assert (
+        budget.plan(*configs(chosen, data.n_features, data.n_classes), budget.Budget()).bound_params <= 3000
+    )
+    # A limit too short for any trial: the search stops launching trials and says so in one line.
+    data.info["maxTrainingTimeSeconds"] = 1
+    with pytest.raises(SweepError, match="no trial finished"):
+        best_args(args, data, lines.append)
+
+
+def test_formats_are_balanced_and_retries_counted_once() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=SweepSampler("random", 0))
+    for _ in range(6):
+        trial = study.ask()
+        space.suggest(trial, space.FORMATS)
+        study.tell(trial, [0.5, 100.0])
+    formats = [t.params["model_format"] for t in study.trials]
+    assert sorted(formats) == sorted(space.FORMATS * 2)
+    assert len({space.describe(t.params | {"model_format": "traditional"}) for t in study.trials}) == 6
+    trial = study.ask()  # a trial interrupted mid-run: re-queued like a dead worker's trial
+    space.suggest(trial, space.FORMATS)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    requeue(study, trial.number)
+    count = tally(study.get_trials())
+    assert (count.complete, count.retried, count.waiting, count.failed, count.counted) == (6, 1, 1, 0, 6)
+    waiting = study.get_trials(states=[optuna.trial.TrialState.WAITING])[0]
+    assert waiting.params == trial.params and waiting.system_attrs["retry_history"] == [trial.number]
+
+
+def test_pareto_front_and_best_pick() -> None:
+    rows = [
+        {
+            "number": i,
+            "state": "COMPLETE",
+            "params": p,
+            "val_accuracy": a,
+            "holdout_accuracy": h,
+            "dendrites": 0,
+            "model_format": f,
+            "argv": "",
+        }
+        for i, (p, a, h, f) in enumerate(
+            [
+                (100, 0.80, 0.7, "gd"),
+                (200, 0.80, 0.9, "gd"),
+                (300, 0.90, 0.8, "cc"),
+                (50, 0.60, 0.6, "traditional"),
+                (300, 0.90, 0.85, "traditional"),
+            ]
+        )
+    ]
+    assert [r["number"] for r in report.pareto_front(rows)] == [3, 0, 2]
+    assert report.pick_best(rows)["number"] == 2  # tie on accuracy and params: the earlier trial
+    assert report.pick_best(rows, max_params=250)["number"] == 0  # never picks on holdout (#1 has 0.9 there)
+    text = report.frontier_markdown(rows, {"n_val": 100, "n_holdout": 100})
+    assert "| 250 |" in text and "| any |" in text
