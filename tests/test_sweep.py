@@ -274,3 +274,36 @@ def test_pareto_front_and_best_pick() -> None:
     assert report.pick_best(rows, max_params=250)["number"] == 0  # never picks on holdout (#1 has 0.9 there)
     text = report.frontier_markdown(rows, {"n_val": 100, "n_holdout": 100})
     assert "| 250 |" in text and "| any |" in text
+
+
+@pytest.mark.slow
+def test_export_best_and_train_py_search_write_models_within_budget(data_dir: Path, tmp_path: Path) -> None:
+    """Both exits of the search end in train.py's own pipeline: `--export-best` and `train.py --search-trials`."""
+    import json
+
+    out = tmp_path / "sweep"
+    assert sweep(data_dir, out, 2, "--max-params", "3000", "--export-best") == 0
+    metrics = json.loads((out / "best" / "metrics.json").read_text())
+    best = report.pick_best(report.trial_rows(load(out)))
+    assert metrics["params"] == best["params"] <= 3000
+    assert (out / "best" / "model_quantized_int8_io.tflite").is_file()
+
+    studio = tmp_path / "studio"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--data-directory",
+        str(data_dir),
+        "--out-directory",
+        str(studio),
+        "--search-trials",
+        "2",
+        "--max-params",
+        "3000",
+        "--epochs",
+        "1",
+    ]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "architecture search:" in result.stdout
+    assert json.loads((studio / "metrics.json").read_text())["params"] <= 3000
