@@ -106,7 +106,7 @@ def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np
                        f"int8 argmax agreement={parity['int8_argmax_agreement']:.3f}")
 
     x_int8 = quantize(x_check[:TFLM_ROWS], *input_quantization(int8_path))
-    parity["tflm_max_lsb"] = check_tflm(int8_path, x_int8)
+    parity.update(check_tflm(int8_path, x_int8))
     arena = tflm_arena_bytes(int8_path)
     ops, macs = graph_costs(int8_path)
     _log("tflm", t0, f"arena={arena} B, max {parity['tflm_max_lsb']} LSB vs LiteRT")

@@ -9,7 +9,13 @@ import numpy as np
 from .runtime import litert_int8_predict, litert_interpreter, tflm_predict
 
 PARITY_TOL = 1e-4  # float artifacts vs torch, on softmax outputs
-TFLM_LSB_TOL = 2  # real TFLM vs LiteRT reference kernels; tanh/logistic kernels differ by up to 2 LSB
+# Real TFLM vs LiteRT reference kernels on the same int8 input. They are not bit-identical: on a trained
+# commands12 ei-default (no dendrites) 3 % of rows differ by 1 LSB already at the logits (requantisation
+# rounding), softmax spreads that to 3 LSB, and tanh/logistic kernels add a few more. A genuine kernel
+# mismatch (a wrong op, per-channel FC on an old TFLM) is off by far more and flips predictions, so the gate
+# is on predictions and on a probability tolerance, and the exact LSB figures are reported.
+TFLM_LSB_TOL = 16  # 16/256 = 0.06 in probability (softmax output scale 1/256)
+TFLM_MIN_ARGMAX_AGREEMENT = 0.99
 
 # TFLite Micro builtin ops as registered by the EI SDK's all-ops resolver (ei-contract §5.4) plus the
 # builtins conversion.md saw TFLM run. Anything else (CUSTOM, Flex, POW, ...) cannot run on an MCU.
@@ -83,15 +89,19 @@ def check_tflite(path: Path, int8: bool) -> None:
                                   f"({len(scales)} scales); the EI SDK needs per-tensor")
 
 
-def check_tflm(int8_path: Path, x_int8: np.ndarray) -> int:
+def check_tflm(int8_path: Path, x_int8: np.ndarray) -> dict[str, float]:
     """Run the int8 model in the real TFLite Micro interpreter and hold it to LiteRT's reference kernels.
-    Returns the max output difference in LSB."""
+    Returns the max and mean output difference in LSB and the argmax agreement."""
     try:
         tflm = tflm_predict(int8_path, x_int8)
     except Exception as e:  # TFLM raises RuntimeError on unsupported ops / per-channel FC
         raise ExportError(f"TFLite Micro cannot run {Path(int8_path).name}: {first_line(e)}") from e
     ref = litert_int8_predict(int8_path, x_int8)
-    lsb = int(np.max(np.abs(tflm.astype(np.int32) - ref.astype(np.int32))))
-    if lsb > TFLM_LSB_TOL:
-        raise ExportError(f"TFLite Micro output differs from LiteRT by {lsb} LSB (> {TFLM_LSB_TOL})")
-    return lsb
+    diff = np.abs(tflm.astype(np.int32) - ref.astype(np.int32))
+    stats = {"tflm_max_lsb": int(diff.max()), "tflm_mean_lsb": float(diff.mean()),
+             "tflm_argmax_agreement": float(np.mean(tflm.argmax(1) == ref.argmax(1)))}
+    if stats["tflm_max_lsb"] > TFLM_LSB_TOL or stats["tflm_argmax_agreement"] < TFLM_MIN_ARGMAX_AGREEMENT:
+        raise ExportError(f"TFLite Micro disagrees with LiteRT's reference kernels: max {stats['tflm_max_lsb']} LSB "
+                          f"(limit {TFLM_LSB_TOL}), argmax agreement {stats['tflm_argmax_agreement']:.3f} "
+                          f"(limit {TFLM_MIN_ARGMAX_AGREEMENT})")
+    return stats
