@@ -188,7 +188,6 @@ def run(opts: argparse.Namespace, extra: list[str]) -> int:
         f"sampler {opts.sampler}"
     )
     t0 = time.monotonic()
-    count = work(study, runner, opts.trials, poll=opts.heartbeat)
     meta = {
         "title": f"{Path(opts.data_directory).name}, study {opts.study_name}",
         "budget": str(budget),
@@ -196,7 +195,18 @@ def run(opts: argparse.Namespace, extra: list[str]) -> int:
         "n_val": len(data.x_val),
         "n_holdout": settings["n_holdout"],
     }
-    rows = write_reports(study.get_trials(deepcopy=False), out, meta, opts.max_params)
+
+    drawn = [time.monotonic()]
+
+    def reports(final: bool = False) -> list[dict]:
+        """trials.csv after every trial; the figure and frontier.md at most once a minute, and at the end."""
+        figures = final or time.monotonic() - drawn[0] > 60
+        if figures:
+            drawn[0] = time.monotonic()
+        return write_reports(study.get_trials(deepcopy=False), out, meta, opts.max_params, figures)
+
+    count = work(study, runner, opts.trials, poll=opts.heartbeat, after_trial=reports)
+    rows = reports(final=True)
     log(
         f"sweep: {count} after {time.monotonic() - t0:.0f}s in this worker; wrote trials.csv, pareto.png, "
         f"frontier.md to {out}"

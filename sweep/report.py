@@ -236,12 +236,14 @@ def frontier_markdown(rows: list[Row], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(trials: list[FrozenTrial], out: Path, meta: dict, max_params: int = 0) -> list[Row]:
-    """trials.csv, pareto.png and frontier.md in `out` (each replaced atomically); returns the rows."""
+def write_reports(
+    trials: list[FrozenTrial], out: Path, meta: dict, max_params: int = 0, figures: bool = True
+) -> list[Row]:
+    """trials.csv, and with `figures` pareto.png and frontier.md, in `out` (each replaced atomically)."""
     rows = trial_rows(trials)
     write_csv(rows, out / "trials.csv")
     meta = {**meta, "tally": str(tally(trials))}
-    if complete(rows):
+    if figures and complete(rows):
         plot_pareto(rows, out / "pareto.png", max_params)
         tmp = out / "frontier.md.tmp"
         tmp.write_text(frontier_markdown(rows, meta))

@@ -205,12 +205,14 @@ def work(
     target: int,
     poll: float,
     should_start: Callable[[], bool] = lambda: True,
+    after_trial: Callable[[], None] = lambda: None,
 ) -> Tally:
     """Run trials until `target` trials count (complete or failed; pruned and retried ones do not).
 
     Queued retries always run. When the target is covered but other workers' trials are still running, wait:
     if one of them dies, its trial goes stale, is failed and re-queued here, and this worker runs it.
-    `should_start` lets the Studio search stop launching trials when time runs short.
+    `should_start` lets the Studio search stop launching trials when time runs short; `after_trial` refreshes
+    the reports, so a long sweep can be watched while it runs.
     """
     while True:
         with quiet():
@@ -228,6 +230,7 @@ def work(
         except KeyboardInterrupt:
             requeue(study, runner.current)
             raise
+        after_trial()
         if runner.failed_in_a_row >= MAX_FAILED_IN_A_ROW:
             raise SweepError(
                 f"{runner.failed_in_a_row} trials in a row failed; last error: {runner.last_error}"
