@@ -172,8 +172,13 @@ def _cell(r: Row | None) -> str:
     return f"{r['val_accuracy']:.3f}{hold} ({r['params']:,} p, k={r['dendrites']}, #{r['number']})"
 
 
-def _delta(a: float | None, b: float | None) -> str:
-    return "–" if a is None or b is None else f"{100 * (a - b):+.1f}"
+def _deltas(model: Row | None, trad: Row | None) -> str:
+    """'Δ val | Δ holdout' table cells of a model against the traditional one, in accuracy points."""
+    cells = []
+    for key in ("val_accuracy", "holdout_accuracy"):
+        a, b = (None if r is None else r[key] for r in (model, trad))
+        cells.append("–" if a is None or b is None else f"{100 * (a - b):+.1f}")
+    return " | ".join(cells)
 
 
 def frontier_markdown(rows: list[Row], meta: dict) -> str:
@@ -187,7 +192,9 @@ def frontier_markdown(rows: list[Row], meta: dict) -> str:
     legend = (
         "Cells: validation / holdout accuracy (deployed params, dendrites k, trial #). Every model is chosen "
         "on validation accuracy (ties: fewer params); the holdout number is its test score, never used to "
-        "choose. Δ = best dendritic (gd or cc, chosen on validation) minus traditional, in accuracy points."
+        "choose. Δ = accuracy points over the best traditional model under the same budget, for the best "
+        "gd/cc run (whatever dendrite count its schedule kept, 0 included) and for the best model that "
+        "actually has ≥ 1 dendrite."
     )
     lines = [f"# Sweep frontier: {meta.get('title', '')}".rstrip(), "", header, "", legend, ""]
     if n_val:
@@ -203,22 +210,23 @@ def frontier_markdown(rows: list[Row], meta: dict) -> str:
     lines += [
         "## Best model under each parameter budget",
         "",
-        "| ≤ params | traditional | gd | cc | Δ val | Δ holdout |",
-        "|---|---|---|---|---|---|",
+        "| ≤ params | traditional | gd | cc | Δ gd/cc val | Δ gd/cc holdout | with ≥ 1 dendrite | Δ val | "
+        + "Δ holdout |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     top = max((r["params"] for r in done), default=0)
     low = min((r["params"] for r in done), default=0)
-    budgets = [b for b in BUDGETS if b >= low and b < 2 * top] + [math.inf]
-    for b in budgets:
-        best = {
-            f: pick_best([r for r in done if r["model_format"] == f and r["params"] <= b]) for f in FORMATS
-        }
-        dend = pick_best([r for r in (best["gd"], best["cc"]) if r])
+    for b in [b for b in BUDGETS if low <= b < 2 * top] + [math.inf]:
+        fits = [r for r in done if r["params"] <= b]
+        best = {f: pick_best([r for r in fits if r["model_format"] == f]) for f in FORMATS}
         trad = best["traditional"]
-        dv = _delta(dend and dend["val_accuracy"], trad and trad["val_accuracy"])
-        dh = _delta(dend and dend["holdout_accuracy"], trad and trad["holdout_accuracy"])
+        dendritic = pick_best([r for r in (best["gd"], best["cc"]) if r])
+        grown = pick_best([r for r in fits if r["model_format"] != "traditional" and r["dendrites"]])
         label = "any" if b == math.inf else f"{b:,}"
-        lines.append(f"| {label} | {_cell(trad)} | {_cell(best['gd'])} | {_cell(best['cc'])} | {dv} | {dh} |")
+        lines.append(
+            f"| {label} | {_cell(trad)} | {_cell(best['gd'])} | {_cell(best['cc'])} "
+            f"| {_deltas(dendritic, trad)} | {_cell(grown)} | {_deltas(grown, trad)} |"
+        )
     lines += [
         "",
         "## Pareto front per format (non-dominated on validation)",
