@@ -105,7 +105,7 @@ def plot_pareto(rows: list[Row], path: Path, max_params: int = 0) -> None:
     panels = [("val_accuracy", "validation accuracy")] + (
         [("holdout_accuracy", "holdout accuracy")] if has_holdout else []
     )
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         for fmt in FORMATS:
             mine = [r for r in done if r["model_format"] == fmt]
@@ -157,7 +157,8 @@ def plot_pareto(rows: list[Row], path: Path, max_params: int = 0) -> None:
     accs = [r[k] for r in done for k, _ in panels if r[k] is not None]
     if accs:
         lo = sorted(accs)[len(accs) // 10]  # keep the interesting top: hide the worst 10 %
-        axes[0][0].set_ylim(max(0.0, lo - 0.02), min(1.0, max(accs) + 0.01))
+        for ax in axes[0]:  # same scale on both panels, with tick labels on each
+            ax.set_ylim(max(0.0, lo - 0.02), min(1.0, max(accs) + 0.01))
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120)
