@@ -12,6 +12,7 @@ the PyTorch CPU index), DENDRITIC_BLOCK_CACHE / DENDRITIC_BASE_IMAGE (see setup.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -30,7 +31,8 @@ SETUP = REPO / "tests" / "container" / "setup.sh"
 SHARED_DATA = REPO.parent / "shared" / "data" / "hello-world"
 DEMO_DATA = REPO / "demo" / "data"
 BASE_IMAGE = os.environ.get("DENDRITIC_BASE_IMAGE", "localhost/dendritic-block-base:bookworm-v1")
-IMAGE = "localhost/dendritic-block:cpu-test"
+# One tag per checkout, so concurrent runs from other checkouts on this machine never swap images.
+IMAGE = f"localhost/dendritic-block:cpu-test-{hashlib.sha1(str(REPO).encode()).hexdigest()[:8]}"
 ARTIFACTS = ("model.onnx", "model.tflite", "model_quantized_int8_io.tflite", "metrics.json")
 EPOCHS = 2
 IGNORED_SENTINELS = ("data/X_split_train.npy", "out/model.onnx", "ei-block-data/1/X_split_train.npy",
@@ -100,15 +102,17 @@ def image(tmp_path_factory) -> dict:
     old_id = _image_id(IMAGE)
     torch_args, torch_source = _torch_source_args()
     build = _sh(["buildah", "bud", "--isolation", "chroot", "--layers", "--tag", IMAGE,
+                 "--iidfile", str(logs / "iid"),
                  "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", "TORCH_VARIANT=cpu",
                  *torch_args, str(_stage_context(tmp_path_factory.mktemp("context")))],
                 timeout=1500, log=logs / "build.log")
-    new_id = _image_id(IMAGE)
+    new_id = (logs / "iid").read_text().strip().removeprefix("sha256:")
     if old_id and old_id != new_id:  # the tag moved: drop the superseded image (its shared layers stay)
         subprocess.run(["buildah", "rmi", old_id], check=False, capture_output=True)
-    info = json.loads(_sh(["buildah", "inspect", "--type", "image", IMAGE], timeout=60).stdout)
-    print(f"\n{setup.stdout.strip()}\nimage {IMAGE} built in {build.wall_s:.0f} s (torch: {torch_source})")
-    return {"name": IMAGE, "config": info["OCIv1"]["config"], "logs": logs}
+    info = json.loads(_sh(["buildah", "inspect", "--type", "image", new_id], timeout=60).stdout)
+    print(f"\n{setup.stdout.strip()}\nimage {IMAGE} ({new_id[:12]}) built in {build.wall_s:.0f} s"
+          f" (torch: {torch_source})")
+    return {"name": new_id, "config": info["OCIv1"]["config"], "logs": logs}
 
 
 def run_in_image(image: dict, argv: list[str], volumes: dict[Path, str] | None = None,

@@ -17,15 +17,20 @@ cant_run() { log "SKIP: $*"; exit 3; }
 [ "$(uname -s)" = Linux ] || cant_run "buildah needs Linux (this is $(uname -s))"
 [ "$(uname -m)" = x86_64 ] || cant_run "the image is built for x86_64 like EI's builders (this is $(uname -m))"
 
+[ "$(id -u)" = 0 ] || cant_run "needs root (apt-get install, debootstrap, buildah --isolation chroot builds)"
+
+# One setup at a time (several checkouts may run `make test` at once; apt and the base tag are shared).
+mkdir -p "$CACHE_DIR"
+exec 9>"$CACHE_DIR/.setup.lock"
+flock 9
+
 if ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null; then
-    [ "$(id -u)" = 0 ] || cant_run "buildah/debootstrap missing and not root, cannot apt-get install them"
     command -v apt-get >/dev/null || cant_run "buildah/debootstrap missing and no apt-get to install them"
     log "installing buildah debootstrap (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends buildah debootstrap ca-certificates >/dev/null
 fi
-[ "$(id -u)" = 0 ] || cant_run "building with --isolation chroot and debootstrap need root"
 buildah info >/dev/null 2>&1 || cant_run "buildah is installed but cannot run: $(buildah info 2>&1 | tail -1)"
 
 if buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
@@ -33,7 +38,6 @@ if buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
     exit 0
 fi
 
-mkdir -p "$CACHE_DIR"
 if [ ! -s "$ROOTFS_TAR" ]; then
     log "debootstrap bookworm (minbase + python3, python3-venv) from $DEBIAN_MIRROR, ~1 min"
     work="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"
