@@ -1,0 +1,592 @@
+"""PB training speed: our traditional / gd / cc modes against `perforatedai` 3.2.9's open-source GD mode.
+
+Why: issue 8 asks whether our PB library is fast enough for EI's compute budget and how it compares with
+the reference library on the same net, data and schedule. Every run is a fresh subprocess with one torch
+thread; ours run under the block's .venv via `dendritic.trainer.fit`, perforatedai's under its own
+bench/.pai-venv (built by bench/pai_env.sh) with our KWSNet imported via PYTHONPATH and converted by the
+library's own API. Runs are interleaved per seed (the order rotates) because the machine is shared and its
+load drifts; the load average is recorded around every run.
+
+    .venv/bin/python bench/pb_speed.py                       # hello-world + commands12, seeds 1-3
+    .venv/bin/python bench/pb_speed.py --datasets hello-world --seeds 1 --variants gd pai-gd
+    .venv/bin/python bench/pb_speed.py --profile cc --datasets hello-world   # time breakdown of one run
+
+Settings default to the block's parameters.json defaults (epochs cap, lr, batch size, switch patience,
+max dendrites, improvement threshold, init multiplier, dendrite activation, dropout, input noise).
+
+Writes bench/results/pb_speed.json and prints a table. Holdout accuracy is that of the returned model
+(the best-validation checkpoint on both sides); the holdout never drives any decision.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the pai worker runs this file from another venv with only PYTHONPATH set
+    sys.path.insert(0, str(REPO))
+
+from dendritic.model import KWSNet, preset  # needs only torch: importable in both venvs
+
+DATA_ROOT = REPO.parent / "shared" / "data"
+RESULTS = REPO / "bench" / "results" / "pb_speed.json"
+OUR_PY = REPO / ".venv" / "bin" / "python"
+PAI_PY = REPO / "bench" / ".pai-venv" / "bin" / "python"
+VARIANTS = ("traditional", "gd", "cc", "pai-gd")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+BLOCK_PARAMS = {  # RunSpec field <- parameters.json "param": the bench follows the block's defaults
+    "epochs": "epochs", "learning_rate": "learning-rate", "batch_size": "batch-size", "lr_patience": "lr-patience",
+    "switch_patience": "switch-patience", "max_dendrites": "max-dendrites", "max_tries": "max-dendrite-tries",
+    "improvement_threshold": "improvement-threshold", "init_mult": "init-multiplier",
+    "activation": "dendrite-activation", "dropout": "dropout", "input_noise": "input-noise",
+    "dendrite_patience": "dendrite-patience", "dendrite_update": "dendrite-update",
+}
+
+
+def block_defaults() -> dict:
+    """The block's current defaults from parameters.json, so the bench measures what Studio runs."""
+    params = {p["param"]: p["value"] for p in json.loads((REPO / "parameters.json").read_text())["parameters"]}
+    return {field: params[name] for field, name in BLOCK_PARAMS.items()}
+
+
+_D = block_defaults()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything both libraries are given: the same net, data split, seed and schedule knobs."""
+
+    dataset: str
+    variant: str
+    seed: int
+    epochs: int = _D["epochs"]  # cap, all phases included
+    learning_rate: float = _D["learning_rate"]
+    batch_size: int = _D["batch_size"]
+    lr_patience: int = _D["lr_patience"]  # ReduceLROnPlateau(mode=max, factor=0.5)
+    switch_patience: int = _D["switch_patience"]  # perforatedai: n_epochs_to_switch
+    max_dendrites: int = _D["max_dendrites"]
+    max_tries: int = _D["max_tries"]
+    improvement_threshold: float = _D["improvement_threshold"]
+    init_mult: float = _D["init_mult"]
+    activation: str = _D["activation"]  # dendrite activation (perforatedai: pai_forward_function)
+    dropout: float = _D["dropout"]
+    input_noise: float = _D["input_noise"]  # KWSNet's training-time Gaussian input noise
+    dendrite_patience: int = _D["dendrite_patience"]  # ours, cc only
+    dendrite_update: bool = _D["dendrite_update"]  # ours, cc only
+
+    def net(self, n_features: int, n_classes: int):
+        return preset("ei-default", n_features, n_classes, dropout=self.dropout, noise_std=self.input_noise)
+
+
+# ---- shared by both workers ----------------------------------------------------------------------
+def load_splits(name: str) -> dict[str, np.ndarray]:
+    """EI data: train, validation (X_split_test) and holdout (holdout/X_test), integer labels."""
+    d = DATA_ROOT / name
+    out = {}
+    for key, x, y in (("train", "X_split_train", "Y_split_train"), ("val", "X_split_test", "Y_split_test"),
+                      ("holdout", "holdout/X_test", "holdout/Y_test")):
+        out["x_" + key] = np.load(d / f"{x}.npy").astype(np.float32)
+        yy = np.load(d / f"{y}.npy")
+        out["y_" + key] = (yy.argmax(1) if yy.ndim == 2 else yy).astype(np.int64)
+    return out
+
+
+def n_classes(data: dict[str, np.ndarray]) -> int:
+    return int(max(data["y_train"].max(), data["y_val"].max())) + 1
+
+
+def val_score(acc: float, loss: float) -> float:
+    """The score our schedule maximises (dendritic.trainer.score), fed to perforatedai too so both
+    libraries switch on the same signal."""
+    return acc - 1e-3 * min(loss, 100.0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) in eval mode, one batch (the splits are a few thousand rows)."""
+    model.eval()
+    logits = model(x)
+    return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
+
+
+def phase_key(phase: str, dendrites: int) -> str:
+    """'n0' neuron phase without dendrites, 'n+' neuron phase with dendrites, 'p' CC dendrite phase."""
+    return "p" if phase == "dendrite" else ("n0" if dendrites == 0 else "n+")
+
+
+# ---- worker: our library -------------------------------------------------------------------------
+def run_ours(spec: RunSpec) -> dict:
+    from dendritic import PBConfig, ScheduleConfig
+    from dendritic.trainer import Splits, TrainConfig, fit
+
+    data = load_splits(spec.dataset)
+    net_cfg = spec.net(data["x_train"].shape[1], n_classes(data))
+    pb_cfg = PBConfig(mode=spec.variant, activation=spec.activation, init_mult=spec.init_mult,
+                      dendrite_update=spec.dendrite_update)
+    sched = ScheduleConfig(mode=spec.variant, max_dendrites=spec.max_dendrites, switch_patience=spec.switch_patience,
+                           improvement_threshold=spec.improvement_threshold, max_tries=spec.max_tries,
+                           dendrite_patience=spec.dendrite_patience)
+    train = TrainConfig(epochs=spec.epochs, learning_rate=spec.learning_rate, batch_size=spec.batch_size,
+                        lr_patience=spec.lr_patience, seed=spec.seed, device="cpu", threads=1)
+    cpu_marks: list[float] = []
+
+    def log(msg: str) -> None:
+        """fit() logs once before epoch 1 and once after each epoch: CPU time between those lines is the
+        epoch's CPU time (wall time is the EpochRecord's own)."""
+        if msg.startswith("training on") or (msg.startswith("epoch ") and " phase=" in msg):
+            cpu_marks.append(time.process_time())
+
+    t0, c0 = time.monotonic(), time.process_time()
+    res = fit(net_cfg, pb_cfg, sched, train, Splits(**data), log=log)
+    train_s, train_cpu = time.monotonic() - t0, time.process_time() - c0
+    dm = res.model
+    xh, yh = torch.as_tensor(data["x_holdout"]), torch.as_tensor(data["y_holdout"])
+    xv, yv = torch.as_tensor(data["x_val"]), torch.as_tensor(data["y_val"])
+    cpu = np.diff(cpu_marks).tolist()
+    epochs = [{"phase": phase_key(r.phase, r.dendrites), "dendrites": r.dendrites, "seconds": r.seconds,
+               "cpu_seconds": c, "val_acc": r.val_acc, "holdout_acc": r.holdout_acc}
+              for r, c in zip(res.history, cpu)]
+    return {"train_seconds": train_s, "train_cpu_seconds": train_cpu, "epochs": epochs,
+            "final_dendrites": dm.num_dendrites,
+            "deployed_params": dm.deployed_params(), "val_acc": evaluate(dm, xv, yv)[1],
+            "holdout_acc": evaluate(dm, xh, yh)[1]}
+
+
+# ---- worker: perforatedai (runs under bench/.pai-venv) ----------------------------------------------
+def configure_pai(spec: RunSpec) -> None:
+    """perforatedai's open-source GD mode with our schedule knobs. Settings that have no counterpart in
+    our library are turned off so both sides run the same schedule: no LR sweep after a switch
+    (find_best_lr), no 'only give up after an LR drop' guard, raw score (history_lookback 1, no warm-up
+    epochs), no graphs and no per-epoch 'latest' saves (best_model / switch saves stay: the library
+    needs them to revert)."""
+    from perforatedai import globals_perforatedai as GPA
+
+    pc = GPA.pc
+    pc.set_testing_dendrite_capacity(False)  # the default True switches every epoch and stops at 3
+    pc.set_configuration_confirmed(True)  # skip the interactive target-selection TUI
+    pc.set_unwrapped_modules_confirmed(True)
+    pc.set_modules_to_perforate([nn.Conv1d, nn.Linear])  # = our scope 'all'
+    pc.set_perforated_backpropagation(False)
+    pc.set_switch_mode(pc.DOING_HISTORY)
+    pc.set_n_epochs_to_switch(spec.switch_patience)
+    pc.set_max_dendrites(spec.max_dendrites)
+    pc.set_max_dendrite_tries(spec.max_tries)
+    pc.set_improvement_threshold([spec.improvement_threshold])
+    pc.set_improvement_threshold_raw(1e-12)
+    pc.set_candidate_weight_initialization_multiplier(spec.init_mult)
+    pc.set_pai_forward_function(getattr(torch, spec.activation))
+    pc.set_find_best_lr(False)
+    pc.set_dont_give_up_unless_learning_rate_lowered(False)
+    pc.set_history_lookback(1)
+    pc.set_initial_history_after_switches(0)
+    pc.set_test_saves(False)
+    pc.set_weight_decay_accepted(True)
+    pc.set_silent(True)
+    pc.set_verbose(False)
+
+
+def pai_modules(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if type(m).__name__ == "PAINeuronModule"]
+
+
+def pai_dendrites(net: nn.Module) -> int:
+    return max((len(m.dendrite_module.layers) for m in pai_modules(net)), default=0)
+
+
+def pai_deployed_params(net: nn.Module) -> int:
+    """Our deployment count (pb-algorithm §6.2) on perforatedai's structure: (k+1)·P_M + k·C + C·k(k−1)/2
+    per wrapped module plus unwrapped parameters, so both sides are counted alike."""
+    total, wrapped = 0, set()
+    for m in pai_modules(net):
+        k = len(m.dendrite_module.layers)
+        main = m.main_module
+        p_main = sum(p.numel() for p in main.parameters())
+        c = main.weight.shape[0]
+        total += (k + 1) * p_main + k * c + c * k * (k - 1) // 2
+        wrapped.update(id(p) for p in m.parameters())
+    return total + sum(p.numel() for p in net.parameters() if id(p) not in wrapped)
+
+
+def run_pai(spec: RunSpec) -> dict:
+    """The same loop as dendritic.trainer.fit (batches, train-accuracy pass, validation and holdout per
+    epoch), with perforatedai's tracker deciding switches and owning the optimizer/scheduler."""
+    from perforatedai import globals_perforatedai as GPA
+    from perforatedai import utils_perforatedai as UPA
+
+    torch.set_num_threads(1)
+    data = load_splits(spec.dataset)
+    random.seed(spec.seed)
+    np.random.seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    net: nn.Module = KWSNet(spec.net(data["x_train"].shape[1], n_classes(data)))
+    configure_pai(spec)
+    t0, c0 = time.monotonic(), time.process_time()
+    net = UPA.perforate_model(net, save_name="PAI", making_graphs=False, maximizing_score=True)
+    for m in pai_modules(net):
+        if isinstance(m.main_module, nn.Conv1d):
+            m.set_this_output_dimensions([-1, 0, -1])
+    tracker = GPA.pai_tracker
+    tracker.set_optimizer(torch.optim.Adam)
+    tracker.set_scheduler(torch.optim.lr_scheduler.ReduceLROnPlateau)
+    sched_args = {"mode": "max", "factor": 0.5, "patience": spec.lr_patience}
+
+    def make_opt(model: nn.Module) -> torch.optim.Optimizer:
+        return tracker.setup_optimizer(model, {"params": model.parameters(), "lr": spec.learning_rate},
+                                       dict(sched_args))[0]
+
+    opt = make_opt(net)
+    t = {k: torch.as_tensor(v) for k, v in data.items()}
+    gen = torch.Generator().manual_seed(spec.seed)
+    n, bs = len(t["x_train"]), spec.batch_size
+    epochs: list[dict] = []
+    complete = False
+    for _ in range(spec.epochs):
+        e0, ec0 = time.monotonic(), time.process_time()
+        k = pai_dendrites(net)
+        net.train()
+        loss_sum = torch.zeros(())
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(net(t["x_train"][idx]), t["y_train"][idx])
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(idx)
+        evaluate(net, t["x_train"], t["y_train"])  # train accuracy pass, as fit() does
+        v_loss, v_acc = evaluate(net, t["x_val"], t["y_val"])
+        h_acc = evaluate(net, t["x_holdout"], t["y_holdout"])[1]
+        net, restructured, complete = tracker.add_validation_score(val_score(v_acc, v_loss), net)
+        if restructured and not complete:
+            opt = make_opt(net)
+        epochs.append({"phase": phase_key("neuron", k), "dendrites": k, "seconds": time.monotonic() - e0,
+                       "cpu_seconds": time.process_time() - ec0, "val_acc": v_acc, "holdout_acc": h_acc})
+        if complete:
+            break
+    if not complete:  # epoch cap: the library's best checkpoint is the result, as on our side
+        net = UPA.load_system(net, "PAI", "best_model", switch_call=True)
+    train_s, train_cpu = time.monotonic() - t0, time.process_time() - c0
+    return {"train_seconds": train_s, "train_cpu_seconds": train_cpu, "epochs": epochs,
+            "final_dendrites": pai_dendrites(net),
+            "deployed_params": pai_deployed_params(net), "library_param_count": int(UPA.count_params(net)),
+            "val_acc": evaluate(net, t["x_val"], t["y_val"])[1],
+            "holdout_acc": evaluate(net, t["x_holdout"], t["y_holdout"])[1], "completed": bool(complete)}
+
+
+def worker(spec: RunSpec, out: Path) -> None:
+    torch.set_num_threads(1)
+    result = run_pai(spec) if spec.variant == "pai-gd" else run_ours(spec)
+    out.write_text(json.dumps(result))
+
+
+# ---- profiler: where does one of our runs spend its time? ------------------------------------------
+def profile_ours(spec: RunSpec, op_table: bool) -> dict:
+    """Run `fit` in-process with CPU-time timers wrapped around its parts (no library edits; CPU time
+    because the shared machine's load makes wall time swing 2-3x) and return milliseconds per epoch by
+    phase for: training forward / task backward / CC surrogate loss + its
+    backward / optimizer step / the train-accuracy pass / validation+holdout evaluation / end_epoch
+    (schedule, checkpoint deep copy, restructure) / the rest (loop overhead). With op_table, also run
+    it under torch.profiler and add the top operators by self CPU time."""
+    from dendritic import pb, trainer
+
+    buckets: dict[str, dict[str, float]] = {}
+    epochs: dict[str, int] = {}
+    state = {"phase": "n0", "depth": 0, "in_step": False, "in_eval": False, "backward_i": 0}
+
+    def add(name: str, dt: float) -> None:
+        b = buckets.setdefault(state["phase"], {})
+        b[name] = b.get(name, 0.0) + dt
+
+    def timed(name_of, fn):
+        def wrapper(*a, **kw):
+            t = time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                name = name_of(*a, **kw)
+                if name:
+                    add(name, time.process_time() - t)
+        return wrapper
+
+    orig_step, orig_end = pb.DendriticModel.training_step, pb.DendriticModel.end_epoch
+    orig_eval, orig_fwd = trainer.evaluate, KWSNet.forward
+    orig_cc, orig_back, orig_adam = pb.cc.candidate_loss, torch.Tensor.backward, torch.optim.Adam.step
+
+    def step(self, *a, **kw):
+        key = phase_key(self.phase.value, self.num_dendrites)
+        if key != state["phase"] or not state["in_step"]:
+            state["phase"] = key
+        state["in_step"], state["backward_i"] = True, 0
+        try:
+            return timed(lambda *_a, **_k: "train step (total)", orig_step)(self, *a, **kw)
+        finally:
+            state["in_step"] = False
+
+    def end_epoch(self, *a, **kw):
+        epochs[state["phase"]] = epochs.get(state["phase"], 0) + 1
+        return timed(lambda *_a, **_k: "end_epoch", orig_end)(self, *a, **kw)
+
+    def evaluate(*a, **kw):
+        state["in_eval"] = True
+        try:
+            return timed(lambda *_a, **_k: "validation + holdout eval", orig_eval)(*a, **kw)
+        finally:
+            state["in_eval"] = False
+
+    def forward(self, *a, **kw):
+        def name(*_a, **_k):
+            if self.training:
+                return "  forward"
+            return None if state["in_eval"] else "train-accuracy pass"
+        return timed(name, orig_fwd)(self, *a, **kw)
+
+    def backward(self, *a, **kw):
+        state["backward_i"] += 1
+        label = "  task-loss backward" if state["backward_i"] == 1 else "  CC surrogate backward"
+        return timed(lambda *_a, **_k: label if state["in_step"] else None, orig_back)(self, *a, **kw)
+
+    pb.DendriticModel.training_step, pb.DendriticModel.end_epoch = step, end_epoch
+    trainer.evaluate, KWSNet.forward = evaluate, forward
+    pb.cc.candidate_loss = timed(lambda *_a, **_k: "  CC surrogate loss (forward)", orig_cc)
+    torch.Tensor.backward = backward
+    torch.optim.Adam.step = timed(lambda *_a, **_k: "  optimizer step", orig_adam)
+    prof = None
+    try:
+        if op_table:
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            prof.__enter__()
+        t0 = time.perf_counter()
+        res = run_ours(spec)
+        total = time.perf_counter() - t0
+    finally:
+        if prof is not None:
+            prof.__exit__(None, None, None)
+        pb.DendriticModel.training_step, pb.DendriticModel.end_epoch = orig_step, orig_end
+        trainer.evaluate, KWSNet.forward = orig_eval, orig_fwd
+        pb.cc.candidate_loss, torch.Tensor.backward, torch.optim.Adam.step = orig_cc, orig_back, orig_adam
+    report: dict = {"spec": asdict(spec), "seconds_total": total, "epochs_by_phase": epochs, "ms_per_epoch": {}}
+    for ph, b in buckets.items():
+        n = max(epochs.get(ph, 0), 1)
+        cpu = sum(e["cpu_seconds"] for e in res["epochs"] if e["phase"] == ph)
+        parts = {k: 1e3 * v / n for k, v in sorted(b.items(), key=lambda kv: -kv[1])}
+        timed_top = sum(v for k, v in parts.items() if not k.startswith("  "))
+        parts["rest (loop, indexing, logging)"] = 1e3 * cpu / n - timed_top
+        report["ms_per_epoch"][ph] = {"epoch (CPU)": 1e3 * cpu / n, **parts}
+    if prof is not None:
+        report["op_table"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    return report
+
+
+# ---- orchestrator --------------------------------------------------------------------------------
+def ensure_pai_venv() -> None:
+    if not PAI_PY.exists():
+        subprocess.run(["bash", str(REPO / "bench" / "pai_env.sh")], check=True)
+
+
+def launch(spec: RunSpec) -> dict:
+    """One run in a fresh single-threaded subprocess, in a scratch cwd (perforatedai writes its
+    checkpoints and config there). Returns the worker's result plus wall time and load averages."""
+    py = PAI_PY if spec.variant == "pai-gd" else OUR_PY
+    env = {**os.environ, **{v: "1" for v in THREAD_VARS}, "PYTHONPATH": str(REPO)}
+    with tempfile.TemporaryDirectory(prefix="pb_speed_") as tmp:
+        out = Path(tmp) / "result.json"
+        load0 = os.getloadavg()
+        t0 = time.monotonic()
+        proc = subprocess.run([str(py), str(Path(__file__).resolve()), "--worker", json.dumps(asdict(spec)),
+                               "--worker-out", str(out)], cwd=tmp, env=env, capture_output=True, text=True,
+                              check=False)
+        wall = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"{spec.variant} {spec.dataset} seed {spec.seed} failed:\n{proc.stderr[-3000:]}")
+        result = json.loads(out.read_text())
+    return {"spec": asdict(spec), "process_seconds": wall, "loadavg_before": list(load0),
+            "loadavg_after": list(os.getloadavg()), **result}
+
+
+def order_for(seed_index: int, variants: list[str]) -> list[str]:
+    """Rotate the variant order each seed so no variant always runs first or last."""
+    r = seed_index % len(variants)
+    return variants[r:] + variants[:r]
+
+
+def per_phase(run: dict, key: str = "seconds") -> dict[str, float]:
+    """Mean wall (or, with key='cpu_seconds', CPU) seconds per epoch by phase, plus 'all' epochs."""
+    by: dict[str, list[float]] = {}
+    for e in run["epochs"]:
+        by.setdefault(e["phase"], []).append(e[key])
+        by.setdefault("all", []).append(e[key])
+    return {k: statistics.fmean(v) for k, v in by.items()}
+
+
+def mean_sd(vals: list[float], fmt: str = ".3g") -> str:
+    """'m ± sd' (sample sd) over the seeds, '–' when there is nothing to average."""
+    if not vals:
+        return "–"
+    m = statistics.fmean(vals)
+    return f"{m:{fmt}}" if len(vals) == 1 else f"{m:{fmt}} ± {statistics.stdev(vals):{fmt}}"
+
+
+PHASES = ("all", "n0", "n+", "p")
+CLOCKS = {"wall": "seconds", "cpu": "cpu_seconds"}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per dataset × variant lists over seeds, and paired (same seed, run back to back) speed ratios,
+    for wall and CPU time (CPU time is far less sensitive to the other engineers' load)."""
+    out: dict = {}
+    for ds in dict.fromkeys(r["spec"]["dataset"] for r in runs):
+        out[ds] = {}
+        for var in VARIANTS:
+            rs = [r for r in runs if r["spec"]["dataset"] == ds and r["spec"]["variant"] == var]
+            if not rs:
+                continue
+            entry: dict = {"seeds": [r["spec"]["seed"] for r in rs]}
+            for clock, key in CLOCKS.items():
+                phases = [per_phase(r, key) for r in rs]
+                entry[f"s_per_epoch_{clock}"] = {k: [p[k] for p in phases if k in p] for k in PHASES}
+            for key in ("train_seconds", "train_cpu_seconds", "process_seconds", "final_dendrites",
+                        "deployed_params", "holdout_acc", "val_acc"):
+                entry[key] = [r[key] for r in rs]
+            entry["epochs"] = [len(r["epochs"]) for r in rs]
+            entry["loadavg_1min"] = [r["loadavg_before"][0] for r in rs] + [r["loadavg_after"][0] for r in rs]
+            out[ds][var] = entry
+
+        def ratio(num: str, den: str, num_phase: str, den_phase: str, key: str, ds: str = ds) -> list[float]:
+            """num-variant seconds/epoch in num_phase over den-variant's in den_phase, per seed."""
+            pairs = []
+            for r in runs:
+                if r["spec"]["dataset"] != ds or r["spec"]["variant"] != num:
+                    continue
+                other = [o for o in runs if o["spec"]["dataset"] == ds and o["spec"]["variant"] == den
+                         and o["spec"]["seed"] == r["spec"]["seed"]]
+                a = per_phase(r, key).get(num_phase)
+                b = per_phase(other[0], key).get(den_phase) if other else None
+                if a and b:
+                    pairs.append(a / b)
+            return pairs
+
+        out[ds]["ratios"] = {
+            f"{name}_{clock}": ratio(num, den, a, b, key)
+            for clock, key in CLOCKS.items()
+            for name, num, den, a, b in (
+                ("pai_gd/our_gd all", "pai-gd", "gd", "all", "all"),
+                ("pai_gd/our_gd n0", "pai-gd", "gd", "n0", "n0"),
+                ("pai_gd/our_gd n+", "pai-gd", "gd", "n+", "n+"),
+                ("cc/traditional all", "cc", "traditional", "all", "all"),
+                ("cc p/traditional", "cc", "traditional", "p", "all"),
+                ("cc n+/traditional", "cc", "traditional", "n+", "all"),
+            )}
+    return out
+
+
+def table(summary: dict, clock: str = "wall") -> str:
+    """Plain-text table (mean ± sd over seeds) and the paired ratios."""
+    head = ("dataset", "variant", f"s/ep all ({clock})", "s/ep n0", "s/ep n+", "s/ep p", f"train s ({clock})",
+            "epochs", "dendrites", "params", "holdout acc")
+    train_key = "train_seconds" if clock == "wall" else "train_cpu_seconds"
+    rows = []
+    for ds, by in summary.items():
+        for var, s in by.items():
+            if var == "ratios":
+                continue
+            spe = s[f"s_per_epoch_{clock}"]
+            rows.append((ds, var, *(mean_sd(spe[k]) for k in PHASES), mean_sd(s[train_key], ".1f"),
+                         mean_sd(s["epochs"], ".1f"), mean_sd(s["final_dendrites"], ".1f"),
+                         mean_sd(s["deployed_params"], ".0f"), mean_sd(s["holdout_acc"], ".4f")))
+    cells = [list(head)] + [[str(c) for c in r] for r in rows]
+    width = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, width)) for r in cells]
+    lines.insert(1, "-+-".join("-" * w for w in width))
+    ratio_lines = [f"{ds}: " + ", ".join(f"{k}={mean_sd(v)}" for k, v in by["ratios"].items()
+                                         if v and k.endswith(clock)) for ds, by in summary.items()]
+    return "\n".join(lines + [""] + ratio_lines)
+
+
+def machine() -> dict:
+    def cmd(*argv: str) -> str:
+        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False).stdout
+
+    keep = ("Architecture", "CPU(s):", "Model name", "Thread(s) per core", "Core(s) per socket", "L2 cache", "L3 cache")
+    lscpu, git = cmd("lscpu").splitlines(), cmd("git", "rev-parse", "--short", "HEAD")
+    dirty = cmd("git", "status", "--porcelain", "dendritic").splitlines()  # others edit the tree concurrently
+    return {"lscpu": [ln for ln in lscpu if ln.startswith(keep)], "nproc": os.cpu_count(), "dendritic_dirty": dirty,
+            "torch": torch.__version__, "python": sys.version.split()[0], "git_head": git.strip(),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=["hello-world", "commands12"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--epochs", type=int, default=_D["epochs"])
+    ap.add_argument("--activation", default=_D["activation"], choices=("tanh", "sigmoid", "relu"))
+    ap.add_argument("--input-noise", type=float, default=_D["input_noise"])
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--profile", choices=("traditional", "gd", "cc"),
+                    help="instead of the benchmark: one in-process run of ours with a time breakdown")
+    ap.add_argument("--op-table", action="store_true", help="with --profile: also a torch.profiler op table")
+    ap.add_argument("--switch-patience", type=int, default=RunSpec.switch_patience)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(RunSpec(**json.loads(args.worker)), args.worker_out)
+        return 0
+    if args.profile:
+        torch.set_num_threads(1)
+        spec = RunSpec(dataset=args.datasets[0], variant=args.profile, seed=args.seeds[0], epochs=args.epochs,
+                       switch_patience=args.switch_patience, activation=args.activation, input_noise=args.input_noise)
+        rep = profile_ours(spec, args.op_table)
+        for ph, parts in rep["ms_per_epoch"].items():
+            print(f"phase {ph} ({rep['epochs_by_phase'].get(ph, 0)} epochs): ms per epoch")
+            for k, v in parts.items():
+                print(f"  {k:40s} {v:8.1f}")
+        print(rep.get("op_table", ""))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rep, indent=1) + "\n")
+        return 0
+    if "pai-gd" in args.variants:
+        ensure_pai_venv()
+    runs: list[dict] = []
+    info = machine()
+    for ds in args.datasets:
+        for i, seed in enumerate(args.seeds):
+            for var in order_for(i, list(args.variants)):
+                r = launch(RunSpec(dataset=ds, variant=var, seed=seed, epochs=args.epochs, activation=args.activation,
+                                   input_noise=args.input_noise))
+                runs.append(r)
+                print(f"{ds} seed {seed} {var:11s} epochs {len(r['epochs']):3d} train {r['train_seconds']:6.1f}s "
+                      f"({r['train_seconds'] / len(r['epochs']):.3f} s/ep) dendrites {r['final_dendrites']} "
+                      f"params {r['deployed_params']} holdout {r['holdout_acc']:.4f} "
+                      f"load {r['loadavg_before'][0]:.1f}->{r['loadavg_after'][0]:.1f}", flush=True)
+                summary = summarise(runs)
+                payload = {"machine": info, "torch_threads": 1, "runs": runs, "summary": summary}
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = args.out.with_name(f".{args.out.name}.tmp")
+                tmp.write_text(json.dumps(payload, indent=1) + "\n")  # after every run: a killed bench keeps data
+                os.replace(tmp, args.out)
+    summary = summarise(runs)
+    for clock in CLOCKS:
+        print()
+        print(table(summary, clock))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
