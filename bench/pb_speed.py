@@ -425,11 +425,14 @@ def order_for(seed_index: int, variants: list[str]) -> list[str]:
 
 
 def per_phase(run: dict, key: str = "seconds") -> dict[str, float]:
-    """Mean wall (or, with key='cpu_seconds', CPU) seconds per epoch by phase, plus 'all' epochs."""
+    """Mean wall (or, with key='cpu_seconds', CPU) seconds per epoch by phase (n0, n+, p), by dendrite
+    count in neuron phases (k1, k2, ...: runs differ in how long they keep each count, so like-for-like
+    speed comparisons use these), and over all epochs."""
     by: dict[str, list[float]] = {}
     for e in run["epochs"]:
-        by.setdefault(e["phase"], []).append(e[key])
-        by.setdefault("all", []).append(e[key])
+        keys = [e["phase"], "all"] + ([f"k{e['dendrites']}"] if e["phase"] != "p" else [])
+        for k in keys:
+            by.setdefault(k, []).append(e[key])
     return {k: statistics.fmean(v) for k, v in by.items()}
 
 
@@ -441,7 +444,7 @@ def mean_sd(vals: list[float], fmt: str = ".3g") -> str:
     return f"{m:{fmt}}" if len(vals) == 1 else f"{m:{fmt}} ± {statistics.stdev(vals):{fmt}}"
 
 
-PHASES = ("all", "n0", "n+", "p")
+PHASES = ("all", "n0", "k1", "k2", "p")
 CLOCKS = {"wall": "seconds", "cpu": "cpu_seconds"}
 
 
@@ -458,7 +461,7 @@ def summarise(runs: list[dict]) -> dict:
             entry: dict = {"seeds": [r["spec"]["seed"] for r in rs]}
             for clock, key in CLOCKS.items():
                 phases = [per_phase(r, key) for r in rs]
-                entry[f"s_per_epoch_{clock}"] = {k: [p[k] for p in phases if k in p] for k in PHASES}
+                entry[f"s_per_epoch_{clock}"] = {k: [p[k] for p in phases if k in p] for k in (*PHASES, "n+")}
             for key in ("train_seconds", "train_cpu_seconds", "process_seconds", "final_dendrites",
                         "deployed_params", "holdout_acc", "val_acc"):
                 entry[key] = [r[key] for r in rs]
@@ -487,6 +490,8 @@ def summarise(runs: list[dict]) -> dict:
                 ("pai_gd/our_gd all", "pai-gd", "gd", "all", "all"),
                 ("pai_gd/our_gd n0", "pai-gd", "gd", "n0", "n0"),
                 ("pai_gd/our_gd n+", "pai-gd", "gd", "n+", "n+"),
+                ("pai_gd/our_gd k1", "pai-gd", "gd", "k1", "k1"),
+                ("pai_gd/our_gd k2", "pai-gd", "gd", "k2", "k2"),
                 ("cc/traditional all", "cc", "traditional", "all", "all"),
                 ("cc p/traditional", "cc", "traditional", "p", "all"),
                 ("cc n+/traditional", "cc", "traditional", "n+", "all"),
@@ -496,7 +501,8 @@ def summarise(runs: list[dict]) -> dict:
 
 def table(summary: dict, clock: str = "wall") -> str:
     """Plain-text table (mean ± sd over seeds) and the paired ratios."""
-    head = ("dataset", "variant", f"s/ep all ({clock})", "s/ep n0", "s/ep n+", "s/ep p", f"train s ({clock})",
+    head = ("dataset", "variant", f"s/ep all ({clock})", "s/ep k=0", "s/ep k=1", "s/ep k=2", "s/ep P",
+            f"train s ({clock})",
             "epochs", "dendrites", "params", "holdout acc")
     train_key = "train_seconds" if clock == "wall" else "train_cpu_seconds"
     rows = []
@@ -542,11 +548,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of the benchmark: one in-process run of ours with a time breakdown")
     ap.add_argument("--op-table", action="store_true", help="with --profile: also a torch.profiler op table")
     ap.add_argument("--switch-patience", type=int, default=RunSpec.switch_patience)
+    ap.add_argument("--summarise", type=Path, metavar="JSON", help="recompute the summary of a results file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker(RunSpec(**json.loads(args.worker)), args.worker_out)
+        return 0
+    if args.summarise:
+        payload = json.loads(args.summarise.read_text())
+        payload["summary"] = summarise(payload["runs"])
+        args.summarise.write_text(json.dumps(payload, indent=1) + "\n")
+        for clock in CLOCKS:
+            print(table(payload["summary"], clock), end="\n\n")
         return 0
     if args.profile:
         torch.set_num_threads(1)
