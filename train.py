@@ -5,6 +5,7 @@ Studio runs `python3 -u train.py --data-directory D --out-directory O --info-fil
 """
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import sys
@@ -25,7 +26,7 @@ def configs(args, n_features: int, n_classes: int):
     from dendritic.model import NetConfig
     from dendritic.trainer import TrainConfig
 
-    common = dict(dropout=args.dropout, noise_std=args.input_noise)
+    common = {"dropout": args.dropout, "noise_std": args.input_noise}
     if args.model_preset == "custom":
         net = NetConfig(n_features=n_features, n_classes=n_classes, n_coeffs=args.mfcc_coefficients,
                         conv_type=args.conv_type, conv_layers=args.conv_layers, width=args.conv_width,
@@ -47,35 +48,47 @@ def writable_out_dir(path: str) -> Path:
     out = Path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
     except OSError as e:
         raise OSError(f"output directory {out} is not writable ({e.strerror or e})") from None
     return out
 
 
-def evaluate_exports(tmp: Path, sets: dict, classes: list[str], torch_probs: dict) -> dict:
-    """Accuracy of the torch model and of both exported TFLite files on every available split."""
+def export_and_evaluate(net, out: Path, calib, sets: dict, classes: list[str]) -> tuple[dict, dict]:
+    """Fold + export + verify `net` into `out`, then score torch and both TFLite files on every split."""
+    import torch
+
     from block.report import accuracy_block
+    from export import export_all
     from export.runtime import predict
 
-    result: dict = {}
+    report = export_all(net, out, calib, calib)
+    evaluation: dict = {}
     for split, (x, y) in sets.items():
-        result[split] = {"torch": accuracy_block(torch_probs[split], y, classes)}
+        with torch.no_grad():
+            probs = torch.softmax(net(torch.as_tensor(x)), 1).numpy()
+        evaluation[split] = {"torch": accuracy_block(probs, y, classes)}
         for kind, name in (("float", "model.tflite"), ("int8", "model_quantized_int8_io.tflite")):
-            result[split][kind] = accuracy_block(predict(tmp / name, x), y, classes)
-    return result
+            evaluation[split][kind] = accuracy_block(predict(out / name, x), y, classes)
+    return report, evaluation
+
+
+def deployment_summary(report: dict, evaluation: dict, params: int, dendrites: int) -> dict:
+    """The deployment-cost and accuracy figures shown side by side for the shipped and reference models."""
+    acc = {f"{split}_{kind}_accuracy": evaluation[split][kind]["accuracy"]
+           for split in evaluation for kind in ("float", "int8")}
+    return {"dendrites": dendrites, "params": params, "files": report["files"], "macs": report["macs"],
+            "arena_bytes": report["arena_bytes"], **acc}
 
 
 def run(args) -> int:
     t_start = time.monotonic()
     import numpy as np
-    import torch
 
     from block.data import load_ei_data
     from block.report import plot_training, summary_table, write_json
     from dendritic.trainer import Splits, fit, history_dicts
-    from export import export_all
 
     out = writable_out_dir(args.out_directory)
     data = load_ei_data(args.data_directory, args.info_file, args.holdout_directory, args.mfcc_coefficients)
@@ -98,14 +111,11 @@ def run(args) -> int:
     sets = {"validation": (data.x_val, data.y_val)}
     if data.x_holdout is not None:
         sets["holdout"] = (data.x_holdout, data.y_holdout)
-    with torch.no_grad():
-        torch_probs = {k: torch.softmax(dm(torch.as_tensor(x)), 1).numpy() for k, (x, _) in sets.items()}
+    calib = np.asarray(data.x_val[:1000], dtype=np.float32)
 
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
     try:
-        calib = np.asarray(data.x_val[:1000], dtype=np.float32)
-        report = export_all(dm.net, tmp, calib, calib)
-        evaluation = evaluate_exports(tmp, sets, data.classes, torch_probs)
+        report, evaluation = export_and_evaluate(dm.net, tmp, calib, sets, data.classes)
         val = evaluation["validation"]
         metrics = {
             "model_format": pb_cfg.mode, "classes": data.classes, "params": dm.deployed_params(),
@@ -121,6 +131,22 @@ def run(args) -> int:
         if "holdout" in evaluation:
             metrics["holdout_float_accuracy"] = evaluation["holdout"]["float"]["accuracy"]
             metrics["holdout_int8_accuracy"] = evaluation["holdout"]["int8"]["accuracy"]
+        metrics["deployment"] = {"shipped": deployment_summary(report, evaluation, metrics["params"], dm.num_dendrites)}
+        if dm.num_dendrites and 0 in dm.best_by_dendrites:
+            # The same net's best checkpoint without dendrites, exported the same way (not shipped), so the
+            # log and metrics.json show what the dendrites cost and bought on the device.
+            log("exporting the same net without dendrites (best 0-dendrite checkpoint) for comparison")
+            base = copy.deepcopy(dm)
+            base.load_state_dict(dm.best_by_dendrites[0][1])
+            ref_dir = Path(tempfile.mkdtemp(prefix=".reference-", dir=out))
+            try:
+                ref_report, ref_eval = export_and_evaluate(base.net, ref_dir, calib, sets, data.classes)
+                metrics["deployment"]["traditional"] = deployment_summary(ref_report, ref_eval,
+                                                                          base.deployed_params(), 0)
+            except Exception as e:  # noqa: BLE001 - a comparison only: never fail the shipped model on it
+                log(f"warning: the 0-dendrite comparison export failed ({e}); metrics omit it")
+            finally:
+                shutil.rmtree(ref_dir, ignore_errors=True)
         plot_training(result.history, result.cycles, tmp / "training.png")
         metrics["total_seconds"] = time.monotonic() - t_start
         write_json(tmp / "metrics.json", metrics)
@@ -143,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ERR: interrupted", file=sys.stderr, flush=True)
         return 130
-    except Exception as e:  # noqa: BLE001 - the contract: one readable line, never a traceback
+    except Exception as e:
         if os.environ.get("DENDRITIC_DEBUG"):
             raise
         expected = isinstance(e, (ValueError, OSError, RuntimeError))  # DataError, ExportError, TimeLimitError

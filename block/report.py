@@ -56,7 +56,25 @@ def summary_table(metrics: dict) -> str:
               + (f" holdout={c['holdout_accuracy']:.4f}" if c.get("holdout_accuracy") is not None else "")
               for c in metrics.get("cycles", [])]
     return "\n".join(["", "=== Dendritic NN summary ===", *lines, "  ".join(facts), "  ".join(files),
-                      "cycles (best validation epoch per dendrite count):", *cycles, ""])
+                      "cycles (best validation epoch per dendrite count):", *cycles,
+                      *deployment_table(metrics.get("deployment", {})), ""])
+
+
+def deployment_table(deployment: dict) -> list[str]:
+    """The shipped model beside the same net without dendrites: what the dendrites cost and bought."""
+    if not deployment:
+        return []
+    head = ("model", "dendrites", "params", "int8 bytes", "arena B", "MACs", "val int8", "holdout int8")
+    rows = [head]
+    for name, d in deployment.items():
+        hold = d.get("holdout_int8_accuracy")
+        rows.append((name, str(d["dendrites"]), str(d["params"]), str(d["files"]["model_quantized_int8_io.tflite"]),
+                     str(d["arena_bytes"]), str(d["macs"]), f"{d['validation_int8_accuracy']:.4f}",
+                     "-" if hold is None else f"{hold:.4f}"))
+    width = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in rows]
+    return ["deployment cost (int8, real TFLite Micro arena):", lines[0],
+            "  ".join("-" * w for w in width), *lines[1:]]
 
 
 def plot_training(history: list[EpochRecord], cycles: list[dict], path: Path) -> None:

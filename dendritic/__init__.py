@@ -10,7 +10,20 @@ from .pb import DendriticModel, PBConfig, wrap_layers
 from .schedule import Action, Decision, Phase, PhaseSchedule, ScheduleConfig
 
 __all__ = [
-    "ACTIVATIONS", "Action", "Decision", "DendriticLayer", "DendriticModel", "KWSNet", "NetConfig", "PBConfig",
-    "PRESETS", "Phase", "PhaseSchedule", "ScheduleConfig", "count_params", "deployed_params", "preset",
+    "ACTIVATIONS",
+    "PRESETS",
+    "Action",
+    "Decision",
+    "DendriticLayer",
+    "DendriticModel",
+    "KWSNet",
+    "NetConfig",
+    "PBConfig",
+    "Phase",
+    "PhaseSchedule",
+    "ScheduleConfig",
+    "count_params",
+    "deployed_params",
+    "preset",
     "wrap_layers",
 ]

@@ -13,7 +13,8 @@ backward hook) feed the correlation rule in dendritic/cc.py.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn

@@ -6,6 +6,7 @@ so the exported graph has the (1, F) input the Edge Impulse SDK copies features 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from itertools import pairwise
 from typing import Literal
 
 import torch
@@ -77,11 +78,11 @@ class NetConfig:
 
 PRESETS: dict[str, dict] = {
     # EI's default MFCC classifier (ei-contract §6.3): Conv1D 8 -> Conv1D 16 -> Dense; 1,347 params at 3 classes.
-    "ei-default": dict(conv_type="conv1d", conv_layers=2, width=8, growth="doubling", kernel_size=3,
-                       pool="same", linear_layers=1, dropout=0.25),
+    "ei-default": {"conv_type": "conv1d", "conv_layers": 2, "width": 8, "growth": "doubling", "kernel_size": 3,
+                   "pool": "same", "linear_layers": 1, "dropout": 0.25},
     # The PerforatedAI hackathon AudioClassifier baseline (ei-contract §6.4): 3,859 params at 3 classes.
-    "paper-baseline": dict(conv_type="conv2d", conv_layers=3, channels=(8, 16, 16), kernel_size=3,
-                           pool="floor", linear_layers=1, dropout=0.25),
+    "paper-baseline": {"conv_type": "conv2d", "conv_layers": 3, "channels": (8, 16, 16), "kernel_size": 3,
+                       "pool": "floor", "linear_layers": 1, "dropout": 0.25},
 }
 
 
@@ -148,7 +149,7 @@ class KWSNet(nn.Module):
             w = _pooled(w, cfg.pool) if dims == 2 else w
         flat = c_in * h * (w if dims == 2 else 1) if cfg.conv_layers else cfg.n_features
         sizes = [flat] + [cfg.linear_width] * (cfg.linear_layers - 1) + [cfg.n_classes]
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

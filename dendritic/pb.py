@@ -15,9 +15,11 @@ ordinary second backward pass on the surrogate loss from `dendritic.cc`.
 from __future__ import annotations
 
 import copy
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -88,6 +90,9 @@ class DendriticModel(nn.Module):
         for layer in self.layers.values():
             layer.perforated = cfg.mode == "cc"
         self.best_state: dict[str, torch.Tensor] = copy.deepcopy(self.state_dict())
+        # best checkpoint per dendrite count, so the same net without (or with fewer) dendrites can be
+        # exported and compared: {k: (validation score, state_dict)}
+        self.best_by_dendrites: dict[int, tuple[float, dict[str, torch.Tensor]]] = {}
         self.optimizer: torch.optim.Optimizer
         self.lr_scheduler = None
         self._rebuild_optimizer()
@@ -131,6 +136,9 @@ class DendriticModel(nn.Module):
             if val_score is None:
                 raise ValueError("end_epoch needs the validation score in a neuron phase")
             decision = self.schedule.neuron_epoch(float(val_score))
+            k = self.num_dendrites
+            if decision.cycle_best and val_score > self.best_by_dendrites.get(k, (-math.inf,))[0]:
+                self.best_by_dendrites[k] = (float(val_score), copy.deepcopy(self.state_dict()))
             if decision.new_best:
                 self.best_state = copy.deepcopy(self.state_dict())
             if decision.action is Action.CONTINUE and self.lr_scheduler is not None:

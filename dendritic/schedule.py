@@ -61,6 +61,7 @@ class Decision:
     action: Action
     new_best: bool = False  # this epoch set a new global best: the caller saves a checkpoint
     retry: bool = False  # the growth is a retry of a dendrite count that failed to improve
+    cycle_best: bool = False  # this epoch beat the best of the current cycle (same dendrite count)
 
 
 class PhaseSchedule:
@@ -91,7 +92,8 @@ class PhaseSchedule:
         if self.phase is not Phase.NEURON or self.done:
             raise RuntimeError(f"neuron_epoch called in {self.phase.value} phase (done={self.done})")
         new_best = False
-        if self.beats(score, self.cycle_best):
+        cycle_best = self.beats(score, self.cycle_best)
+        if cycle_best:
             self.cycle_best, self.stale_epochs = score, 0
             if self.beats(score, self.global_best):
                 self.global_best, self.best_dendrites = score, self.dendrites
@@ -101,7 +103,7 @@ class PhaseSchedule:
         cfg = self.cfg
         patience = cfg.early_stopping_patience if cfg.mode == "traditional" else cfg.switch_patience
         if self.stale_epochs < patience:
-            return Decision(Action.CONTINUE, new_best)
+            return Decision(Action.CONTINUE, new_best, cycle_best=cycle_best)
         if cfg.mode == "traditional":
             return self._stop(new_best)
         retry = not self.cycle_set_best

@@ -10,8 +10,8 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -76,6 +76,7 @@ class EpochRecord:
     lr: float
     seconds: float
     action: str
+    cycle_best: bool = False  # the schedule counted this epoch as its cycle's best (a checkpoint candidate)
 
 
 @dataclass
@@ -181,7 +182,7 @@ def fit(net_cfg: NetConfig, pb_cfg: PBConfig, sched_cfg: ScheduleConfig, train_c
         decision = model.end_epoch(score(val_acc, val_loss))
         rec = EpochRecord(epoch, phase.value, dendrites, model.deployed_params(dendrites), float(loss_sum) / n,
                           float(correct) / n, val_loss, val_acc, hold_acc, lr, time.monotonic() - t0,
-                          decision.action.value)
+                          decision.action.value, decision.cycle_best)
         history.append(rec)
         say(_epoch_line(rec, train_cfg.epochs, model))
         last_log = time.monotonic()
@@ -207,7 +208,7 @@ def cycles_from_history(history: list[EpochRecord]) -> list[dict]:
     epoch (never the best holdout: the holdout is a test set, not a selection criterion)."""
     best: dict[int, EpochRecord] = {}
     for rec in history:
-        if rec.phase != Phase.NEURON.value:
+        if rec.phase != Phase.NEURON.value or not rec.cycle_best:  # the same rule as the checkpoints
             continue
         cur = best.get(rec.dendrites)
         if cur is None or score(rec.val_acc, rec.val_loss) > score(cur.val_acc, cur.val_loss):

@@ -2,14 +2,25 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
 from torch import nn
 
-from dendritic import (Action, DendriticLayer, DendriticModel, KWSNet, PBConfig, Phase, PhaseSchedule,
-                       ScheduleConfig, deployed_params, preset)
-from dendritic import cc
+from dendritic import (
+    Action,
+    DendriticLayer,
+    DendriticModel,
+    KWSNet,
+    PBConfig,
+    Phase,
+    PhaseSchedule,
+    ScheduleConfig,
+    cc,
+    deployed_params,
+    preset,
+)
 
 torch.set_num_threads(1)
 
@@ -126,7 +137,7 @@ def test_cc_correlation_rises_on_a_learnable_residual():
         scores.append(float((layer.cc_state.epoch_sum / layer.cc_state.batches).abs().mean()))
         dm.end_epoch()
     assert scores[0] < 0.1 and scores[-1] > 0.5, scores
-    assert all(b >= a - 1e-3 for a, b in zip(scores, scores[1:])), scores  # rises steadily
+    assert all(b >= a - 1e-3 for a, b in pairwise(scores)), scores  # rises steadily
     # the installed dendrite then lets the neuron phase beat the linear fit
     dm.schedule.dendrite_epochs = dm.schedule.cfg.max_dendrite_epochs - 1
     assert dm.end_epoch().action is Action.INSTALL_DENDRITES
