@@ -89,8 +89,9 @@ def plot_training(history: list[EpochRecord], cycles: list[dict], path: Path) ->
     ep = [r.epoch for r in history]
     ax.plot(ep, [r.train_acc for r in history], label="train accuracy", lw=1.2)
     ax.plot(ep, [r.val_acc for r in history], label="validation accuracy", lw=1.2)
-    if any(r.holdout_acc is not None for r in history):
-        ax.plot(ep, [r.holdout_acc for r in history], label="holdout accuracy", lw=0.8, alpha=0.6)
+    held = [(r.epoch, r.holdout_acc) for r in history if r.holdout_acc is not None]
+    if held:  # measured at checkpoint candidates only
+        ax.plot(*zip(*held), "o", ms=3, label="holdout accuracy (at cycle-best epochs)", alpha=0.7)
     start = 0
     for i in range(1, len(history) + 1):  # shade contiguous runs of one phase
         if i == len(history) or history[i].phase != history[start].phase:

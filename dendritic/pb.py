@@ -115,17 +115,18 @@ class DendriticModel(nn.Module):
         return max((layer.num_dendrites for layer in self.layers.values()), default=0)
 
     def training_step(self, x: torch.Tensor, y: torch.Tensor,
-                      loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                      loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch. Neuron phase: ordinary backprop. Dendrite phase: the task loss's backward only
         captures each neuron's error; the candidates then step on the correlation surrogate loss.
-        Returns the detached task loss (no host sync)."""
+        Returns the detached task loss and logits (no host sync), e.g. for training accuracy."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(self.net(x), y)
+        out = self.net(x)
+        loss = loss_fn(out, y)
         loss.backward()  # dendrite phase: every network weight is frozen, so this only fills the error hooks
         if self.phase is Phase.DENDRITE:
             cc.candidate_loss(list(self.layers.values())).backward()
         self.optimizer.step()
-        return loss.detach()
+        return loss.detach(), out.detach()
 
     def end_epoch(self, val_score: float | None = None) -> Decision:
         """Advance the schedule: pass the validation score (higher is better) after a neuron-phase
