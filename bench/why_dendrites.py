@@ -220,11 +220,11 @@ def table_rows(runs: list[dict]) -> list[list[str]]:
     rows = []
     for (ds, exp, var), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "hello-world",
                                                                       order[kv[0][1]])):
-        def pm(field: str, scale: float = 100.0, digits: int = 1) -> str:
+        def pm(field: str, scale: float = 100.0, digits: int = 1, rs: list[dict] = rs) -> str:
             m, s = mean_sd([r[field] * scale for r in rs])
             return f"{m:.{digits}f} ± {s:.{digits}f}" if len(rs) > 1 else f"{m:.{digits}f}"
 
-        def vals(field: str) -> str:
+        def vals(field: str, rs: list[dict] = rs) -> str:
             v = [f"{r[field]:,}" for r in sorted(rs, key=lambda r: r["seed"])]
             return v[0] if len(set(v)) == 1 else " / ".join(v)
 
@@ -293,16 +293,16 @@ def markdown(runs: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in runs})
     out += [
         f"Measured {', '.join(dates)} (UTC), seeds {', '.join(map(str, seeds))}, on the shared 2-core Xeon dev box "
-        f"(CPU only, 1 torch thread, runs one after another; 1-min load {min(loads):.1f}–{max(loads):.1f} at run "
-        f"ends from other jobs, so train s is noisy), commit {ours[-1]['machine']['git_head']} + this script. "
-        "val/holdout = torch accuracy of the best-validation checkpoint (holdout never used to choose). "
-        "Accuracies mean ± sample sd over seeds; counts show each seed's value where they differ. "
-        "Δ grown cycle = best-val epoch of the 1-dendrite cycle minus that of the 0-dendrite cycle. "
-        "E1 cc / traditional and E3 traditional ei-default rows are reused from "
-        "`bench/results/deploy_compare.json` (same block defaults, checked by the script; train s = its "
-        "train_seconds, measured under other load).", "",
-        "```", ".venv/bin/python bench/why_dendrites.py                          # trains, merges into "
-        "bench/results/why_dendrites.json",
+        (f"(CPU only, 1 torch thread, runs one after another; 1-min load {min(loads):.1f}–{max(loads):.1f} at run "
+         f"ends from other jobs, so train s is noisy), commit {ours[-1]['machine']['git_head']} + this script. "
+         "val/holdout = torch accuracy of the best-validation checkpoint (holdout never used to choose). "
+         "Accuracies mean ± sample sd over seeds; counts show each seed's value where they differ. "
+         "Δ grown cycle = best-val epoch of the 1-dendrite cycle minus that of the 0-dendrite cycle. "
+         "E1 cc / traditional and E3 traditional ei-default rows are reused from "
+         "`bench/results/deploy_compare.json` (same block defaults, checked by the script; train s = its "
+         "train_seconds, measured under other load)."), "",
+        "```", (".venv/bin/python bench/why_dendrites.py                          # trains, merges into "
+                "bench/results/why_dendrites.json"),
         ".venv/bin/python bench/why_dendrites.py --report --update-results-md  # regenerates this block", "```"]
     return "\n".join(out)
 
