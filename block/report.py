@@ -45,9 +45,7 @@ def summary_table(metrics: dict) -> str:
             acc = metrics.get("evaluation", {}).get(split, {}).get(kind, {}).get("accuracy")
             if acc is not None:
                 rows.append((kind, split, f"{acc:.4f}"))
-    width = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, width)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in width))
+    lines = fixed_width(rows)
     facts = [f"format={metrics['model_format']}", f"dendrites={metrics['dendrites']}",
              f"params={metrics['params']}", f"macs={metrics.get('macs')}", f"arena_bytes={metrics.get('arena_bytes')}",
              f"epochs={metrics['epochs']}", f"train_seconds={metrics['train_seconds']:.1f}"]
@@ -71,10 +69,14 @@ def deployment_table(deployment: dict) -> list[str]:
         rows.append((name, str(d["dendrites"]), str(d["params"]), str(d["files"]["model_quantized_int8_io.tflite"]),
                      str(d["arena_bytes"]), str(d["macs"]), f"{d['validation_int8_accuracy']:.4f}",
                      "-" if hold is None else f"{hold:.4f}"))
-    width = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return ["deployment cost (int8, real TFLite Micro arena):", *fixed_width(rows)]
+
+
+def fixed_width(rows: list[tuple[str, ...]]) -> list[str]:
+    """Left-aligned columns with a dashed rule under the header row, for the plain-text Studio log."""
+    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in rows]
-    return ["deployment cost (int8, real TFLite Micro arena):", lines[0],
-            "  ".join("-" * w for w in width), *lines[1:]]
+    return [lines[0], "  ".join("-" * w for w in width), *lines[1:]]
 
 
 def plot_training(history: list[EpochRecord], cycles: list[dict], path: Path) -> None:

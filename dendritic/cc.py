@@ -126,8 +126,3 @@ def drop_candidates(layers: list[DendriticLayer]) -> None:
         if hasattr(layer, "cc_state"):
             del layer.cc_state
 
-
-def correlation_scores(layers: list[DendriticLayer]) -> float:
-    """Mean best |rho| over all candidate channels, for logging."""
-    scores = [layer.cc_state.best_score.clamp(min=0).mean() for layer in layers if hasattr(layer, "cc_state")]
-    return float(torch.stack(scores).mean()) if scores else 0.0
