@@ -223,8 +223,9 @@ def pai_deployed_params(net: nn.Module) -> int:
 
 
 def run_pai(spec: RunSpec) -> dict:
-    """The same loop as dendritic.trainer.fit (batches, train-accuracy pass, validation and holdout per
-    epoch), with perforatedai's tracker deciding switches and owning the optimizer/scheduler."""
+    """The same loop as dendritic.trainer.fit (one gather per epoch, batch views, train accuracy from the
+    step's logits, validation every epoch, holdout only at a new best validation score), with
+    perforatedai's tracker deciding switches and owning the optimizer/scheduler."""
     from perforatedai import globals_perforatedai as GPA
     from perforatedai import utils_perforatedai as UPA
 
@@ -255,23 +256,29 @@ def run_pai(spec: RunSpec) -> dict:
     n, bs = len(t["x_train"]), spec.batch_size
     epochs: list[dict] = []
     complete = False
+    best_score = -float("inf")
     for _ in range(spec.epochs):
         e0, ec0 = time.monotonic(), time.process_time()
         k = pai_dendrites(net)
         net.train()
         loss_sum = torch.zeros(())
+        correct = torch.zeros(())
         perm = torch.randperm(n, generator=gen)
+        x_epoch, y_epoch = t["x_train"][perm], t["y_train"][perm]
         for i in range(0, n, bs):
-            idx = perm[i:i + bs]
+            xb, yb = x_epoch[i:i + bs], y_epoch[i:i + bs]
             opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(net(t["x_train"][idx]), t["y_train"][idx])
+            out = net(xb)
+            loss = nn.functional.cross_entropy(out, yb)
             loss.backward()
             opt.step()
-            loss_sum += loss.detach() * len(idx)
-        evaluate(net, t["x_train"], t["y_train"])  # train accuracy pass, as fit() does
+            loss_sum.add_(loss.detach(), alpha=len(yb))
+            correct += (out.detach().argmax(1) == yb).sum()
         v_loss, v_acc = evaluate(net, t["x_val"], t["y_val"])
-        h_acc = evaluate(net, t["x_holdout"], t["y_holdout"])[1]
-        net, restructured, complete = tracker.add_validation_score(val_score(v_acc, v_loss), net)
+        score = val_score(v_acc, v_loss)
+        h_acc = evaluate(net, t["x_holdout"], t["y_holdout"])[1] if score > best_score else None
+        best_score = max(best_score, score)
+        net, restructured, complete = tracker.add_validation_score(score, net)
         if restructured and not complete:
             opt = make_opt(net)
         epochs.append({"phase": phase_key("neuron", k), "dendrites": k, "seconds": time.monotonic() - e0,

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal
 
 import torch
 from torch import nn
+
+from . import ops
 
 Activation = Literal["tanh", "sigmoid", "relu"]
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -53,6 +56,8 @@ class DendriticLayer(nn.Module):
         self.candidate_cascade: nn.Parameter | None = None  # V, shape [k, C]
         self.candidate_out: torch.Tensor | None = None
         self.neuron_error: torch.Tensor | None = None
+        self._fused = ops.fusable(main)  # None: unusual conv options, always take the reference path
+        self._specs: dict[tuple, ops.LayerSpec] = {}
 
     @property
     def num_dendrites(self) -> int:
@@ -80,12 +85,12 @@ class DendriticLayer(nn.Module):
 
         GD passes nothing (a random copy, zero cascade); CC passes the trained candidate and its V.
         """
-        k, dev = self.num_dendrites, self.main.weight.device
+        k, like = self.num_dendrites, {"device": self.main.weight.device, "dtype": self.main.weight.dtype}
         module = self.fresh_copy() if module is None else module
-        cascade = torch.zeros(k, self.num_neurons, device=dev) if cascade is None else cascade.detach().clone()
-        self.dendrites.append(module.to(dev))
-        self.cascade.append(nn.Parameter(cascade.to(dev)))
-        self.out_weights.append(nn.Parameter(torch.zeros(self.num_neurons, device=dev)))
+        cascade = torch.zeros(k, self.num_neurons, **like) if cascade is None else cascade.detach().clone()
+        self.dendrites.append(module.to(**like))
+        self.cascade.append(nn.Parameter(cascade.to(**like)))
+        self.out_weights.append(nn.Parameter(torch.zeros(self.num_neurons, **like)))
 
     def remove_last_dendrite(self) -> None:
         """Undo add_dendrite (used when the schedule reverts to a smaller architecture)."""
@@ -98,6 +103,26 @@ class DendriticLayer(nn.Module):
         return [p for d in self.dendrites for p in d.parameters()] + list(self.cascade)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training uses the fused op (dendritic/ops.py: one stacked conv, one autograd node); eval, export
+        and CC candidate phases use the reference ops below, which spell out the maths."""
+        args = self.fused_args() if self.training else None
+        return self.reference_forward(x) if args is None else ops.dendritic_forward(x, args)
+
+    def fused_args(self) -> ops.LayerArgs | None:
+        """The fused op's spec and parameter list (cascade U_0 is empty and left out); None while a CC
+        candidate trains (it needs the dendrite activations) or for conv options ops.py does not cover."""
+        if self._fused is None or self.candidate is not None:
+            return None
+        key = (self.num_dendrites, self.activation, self.perforated)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = self._specs[key] = replace(self._fused, dendrites=key[0], activation=key[1], perforated=key[2])
+        params = [self.main.weight, self.main.bias]
+        for d in self.dendrites:
+            params += [d.weight, d.bias]
+        return spec, [*params, *self.out_weights, *list(self.cascade)[1:]]
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.main(x)
         if not self.dendrites and self.candidate is None:
             return y

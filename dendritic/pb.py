@@ -120,11 +120,17 @@ class DendriticModel(nn.Module):
         captures each neuron's error; the candidates then step on the correlation surrogate loss.
         Returns the detached task loss and logits (no host sync), e.g. for training accuracy."""
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.net(x)
-        loss = loss_fn(out, y)
-        loss.backward()  # dendrite phase: every network weight is frozen, so this only fills the error hooks
-        if self.phase is Phase.DENDRITE:
-            cc.candidate_loss(list(self.layers.values())).backward()
+        fused = getattr(self.net, "cross_entropy_step", None)  # KWSNet's autograd-free pass (same maths)
+        done = (fused(x, y) if fused and loss_fn is nn.functional.cross_entropy and self.phase is Phase.NEURON
+                else None)
+        if done is not None:
+            loss, out = done
+        else:
+            out = self.net(x)
+            loss = loss_fn(out, y)
+            loss.backward()  # dendrite phase: every network weight is frozen, so this only fills the error hooks
+            if self.phase is Phase.DENDRITE:
+                cc.candidate_loss(list(self.layers.values())).backward()
         self.optimizer.step()
         return loss.detach(), out.detach()
 
@@ -176,7 +182,8 @@ class DendriticModel(nn.Module):
 
     def _rebuild_optimizer(self, params: list[nn.Parameter] | None = None) -> None:
         """Fresh optimizer (and LR scheduler in neuron phases) after every restructure."""
-        params = params if params is not None else [p for p in self.net.parameters() if p.requires_grad]
+        if params is None:  # (empty tensors, e.g. the first dendrite's [0, C] cascade, only cost Adam time)
+            params = [p for p in self.net.parameters() if p.requires_grad and p.numel()]
         self.optimizer = self.make_optimizer(params)
         in_neuron_phase = self.phase is Phase.NEURON
         self.lr_scheduler = self.make_scheduler(self.optimizer) if self.make_scheduler and in_neuron_phase else None

@@ -169,12 +169,13 @@ def fit(net_cfg: NetConfig, pb_cfg: PBConfig, sched_cfg: ScheduleConfig, train_c
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         perm = torch.randperm(n, generator=gen).to(device)
+        x_epoch, y_epoch = xt[perm], yt[perm]  # one gather per epoch; batches are then free views
         bs = train_cfg.batch_size * (train_cfg.dendrite_batch_factor if phase is Phase.DENDRITE else 1)
         for i in range(0, n, bs):
-            idx = perm[i:i + bs]
-            loss, logits = model.training_step(xt[idx], yt[idx], nn.functional.cross_entropy)
-            loss_sum += loss * len(idx)
-            correct += (logits.argmax(1) == yt[idx]).sum()  # under dropout/noise, as Keras reports it
+            xb, yb = x_epoch[i:i + bs], y_epoch[i:i + bs]
+            loss, logits = model.training_step(xb, yb, nn.functional.cross_entropy)
+            loss_sum.add_(loss, alpha=len(yb))
+            correct += (logits.argmax(1) == yb).sum()  # under dropout/noise, as Keras reports it
             if time.monotonic() - last_log > train_cfg.log_interval_s:  # keep Studio's log alive
                 say(f"epoch {epoch} {100 * min(i + bs, n) // n}% done")
                 last_log = time.monotonic()

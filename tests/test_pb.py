@@ -62,11 +62,13 @@ def test_cc_install_preserves_the_function():
     with torch.no_grad():
         layer.candidate_cascade.fill_(0.3)
     layer.train()
-    assert torch.equal(layer(x), before)  # a candidate is not wired into y
+    # a candidate is not wired into y (the candidate phase runs the reference ops, the rest the fused op:
+    # equal up to float rounding)
+    torch.testing.assert_close(layer(x), before, rtol=1e-6, atol=1e-6)
     cc.end_candidate_epoch([layer])
     cc.install_candidates([layer])
     assert layer.num_dendrites == 2 and layer.candidate is None
-    assert torch.equal(layer(x), before)
+    torch.testing.assert_close(layer(x), before, rtol=1e-6, atol=1e-6)
 
 
 def _net_grads(perforated_dendrites: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -92,8 +94,8 @@ def test_perforation_blocks_dendrite_error_into_earlier_layers():
     the dendrites' own weights are wildly different: no error flows through them into earlier layers."""
     plain, perforated = _net_grads(0), _net_grads(2)
     assert plain.keys() == perforated.keys()
-    for name in plain:
-        torch.testing.assert_close(perforated[name], plain[name], rtol=0, atol=0)
+    for name in plain:  # equal up to the rounding of the stacked (main + dendrites) matmul
+        torch.testing.assert_close(perforated[name], plain[name], rtol=1e-5, atol=1e-8)
 
 
 def test_perforation_with_nonzero_output_weights_leaves_earlier_layers_on_the_neuron_path():

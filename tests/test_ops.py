@@ -1,0 +1,146 @@
+"""The fused training ops (dendritic/ops.py) must match the reference ops they replace, gradients included."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from dendritic.layer import DendriticLayer
+from dendritic.model import KWSNet, preset
+from dendritic.ops import relu_pool_dropout
+
+LAYERS = {
+    "linear": lambda: nn.Linear(7, 5),
+    "conv1d": lambda: nn.Conv1d(4, 5, 3, padding=1),
+    "conv1d-k5-valid": lambda: nn.Conv1d(4, 5, 5, padding=0),
+    "conv2d": lambda: nn.Conv2d(2, 5, 3, padding=1),
+}
+INPUTS = {"linear": (6, 7), "conv1d": (6, 4, 11), "conv1d-k5-valid": (6, 4, 11), "conv2d": (6, 2, 7, 5)}
+
+
+def _layer(kind: str, k: int, activation: str, perforated: bool) -> DendriticLayer:
+    torch.manual_seed(k)
+    layer = DendriticLayer(LAYERS[kind](), activation=activation, init_mult=0.5).double()
+    for _ in range(k):
+        layer.add_dendrite()
+    with torch.no_grad():  # non-zero T and U so every gradient path is exercised
+        for p in [*layer.out_weights, *layer.cascade]:
+            p.copy_(torch.randn_like(p))
+    layer.perforated = perforated
+    return layer
+
+
+def _grads(layer: DendriticLayer, x: torch.Tensor, fused: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    x = x.clone().requires_grad_(True)
+    layer.zero_grad(set_to_none=True)
+    layer.train(fused)
+    y = layer(x) if fused else layer.reference_forward(x)
+    (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+    return torch.cat([y.flatten(), x.grad.flatten()]), [p.grad for p in layer.parameters()]
+
+
+@pytest.mark.parametrize("kind,k,activation,perforated", [
+    *itertools.product(LAYERS, [0, 1, 3], ["relu", "tanh", "sigmoid"], [False, True])])
+def test_fused_layer_matches_reference(kind, k, activation, perforated):
+    layer = _layer(kind, k, activation, perforated)
+    x = torch.randn(*INPUTS[kind], dtype=torch.float64)
+    out_f, grads_f = _grads(layer, x, fused=True)
+    out_r, grads_r = _grads(layer, x, fused=False)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-10, atol=1e-12)
+    assert len(grads_f) == len(grads_r) == 2 * (k + 1) + k + k
+    for gf, gr in zip(grads_f, grads_r):
+        torch.testing.assert_close(gf, gr, rtol=1e-10, atol=1e-12)
+
+
+def test_frozen_dendrites_get_no_gradient():
+    """CC neuron phase without dendrite updates: only the neurons and T train."""
+    layer = _layer("conv1d", 2, "relu", True)
+    for p in [p for d in layer.dendrites for p in d.parameters()] + list(layer.cascade):
+        p.requires_grad_(False)
+    layer.train()
+    layer(torch.randn(3, 4, 11, dtype=torch.float64)).sum().backward()
+    assert all(p.grad is None for d in layer.dendrites for p in d.parameters())
+    assert layer.main.weight.grad is not None and all(t.grad is not None for t in layer.out_weights)
+
+
+@pytest.mark.parametrize("pad_right,length", [(0, 10), (1, 11), (0, 11)])
+def test_relu_pool_matches_reference(pad_right, length):
+    """'same' pads odd lengths with a zero, 'floor' drops the last column; no dropout."""
+    x = torch.randn(4, 3, length, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, (length + pad_right) // 2, dtype=torch.float64)
+    ref = nn.functional.max_pool1d(nn.functional.pad(torch.relu(x), (0, pad_right)), 2)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    out = relu_pool_dropout(x, True, pad_right, 0.0)
+    (g_out,) = torch.autograd.grad((out * w).sum(), x)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(g_out, g_ref)
+
+
+def test_dropout_drops_and_rescales_consistently():
+    torch.manual_seed(0)
+    x = (torch.rand(200, 50) + 0.1).requires_grad_(True)  # all positive: ReLU keeps everything
+    out = relu_pool_dropout(x, False, 0, 0.25)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.01
+    torch.testing.assert_close(out[kept], x[kept] / 0.75)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(g, kept.float() / 0.75)
+
+
+def test_kwsnet_training_forward_matches_eval_without_noise_or_dropout():
+    """With dropout and noise off, train mode (fused ops) and eval mode (reference ops) are one function."""
+    torch.manual_seed(0)
+    net = KWSNet(preset("ei-default", 650, 3, dropout=0.0)).double()
+    x = torch.randn(5, 650, dtype=torch.float64)
+    outs = []
+    for train in (True, False):
+        net.train(train)
+        net.zero_grad()
+        y = net(x)
+        y.square().sum().backward()
+        outs.append((y, [p.grad.clone() for p in net.parameters()]))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    for a, b in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("overrides,activation,perforated", [
+    ({}, "relu", False),
+    ({"conv_layers": 3, "pool": "floor", "linear_layers": 2}, "tanh", True),
+    ({"conv_layers": 3, "pool": "same", "linear_layers": 3, "kernel_size": 5}, "sigmoid", False),
+])
+def test_tape_step_matches_autograd(overrides, activation, perforated):
+    """KWSNet.cross_entropy_step (no autograd) gives autograd's loss and gradients on the reference ops."""
+    from dendritic.layer import DendriticLayer as DL
+    from dendritic.pb import wrap_layers
+
+    torch.manual_seed(1)
+    net = KWSNet(preset("ei-default", 650, 4, dropout=0.0, **overrides)).double()
+    layers = wrap_layers(net, "all", activation, 0.5)
+    for layer in layers.values():
+        for _ in range(2):
+            layer.add_dendrite()
+        layer.perforated = perforated
+        with torch.no_grad():
+            for p in [*layer.out_weights, *layer.cascade]:
+                p.copy_(torch.randn_like(p))
+    assert all(isinstance(m, DL) for m in layers.values())
+    x, y = torch.randn(9, 650, dtype=torch.float64), torch.randint(0, 4, (9,))
+    net.eval()  # reference ops; with dropout and noise off the function is the same
+    net.zero_grad(set_to_none=True)
+    ref_loss = nn.functional.cross_entropy(net(x), y)
+    ref_loss.backward()
+    ref = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    net.train()
+    net.zero_grad(set_to_none=True)
+    loss, _ = net.cross_entropy_step(x, y)
+    got = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+    torch.testing.assert_close(loss, ref_loss.detach())
+    assert got.keys() == ref.keys()
+    for name, expected in ref.items():
+        torch.testing.assert_close(got[name], expected, msg=name)
+
+
+def test_tape_step_declines_conv2d():
+    net = KWSNet(preset("paper-baseline", 650, 3))
+    assert net.cross_entropy_step(torch.randn(2, 650), torch.tensor([0, 1])) is None
