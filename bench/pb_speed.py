@@ -579,8 +579,9 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in parts.items():
                 print(f"  {k:40s} {v:8.1f}")
         print(rep.get("op_table", ""))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rep, indent=1) + "\n")
+        out = args.out if args.out != RESULTS else RESULTS.with_name("pb_profile.json")  # keep the runs' data
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rep, indent=1) + "\n")
         return 0
     if "pai-gd" in args.variants:
         ensure_pai_venv()

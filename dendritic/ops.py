@@ -121,7 +121,7 @@ class _DendriticOp(torch.autograd.Function):
             ctx.save_for_backward(x, w)
             ctx.spec = spec
             return z
-        zs = z.split(c, dim=1 if spec.kind != "linear" else -1)
+        zs = z.chunk(k + 1, dim=1 if spec.kind != "linear" else -1)  # (chunk: no Python wrapper, unlike split)
         shape = (1, c, *([1] * (z.dim() - 2))) if spec.kind != "linear" else (c,)
         y = zs[0].clone()
         acts: list[torch.Tensor] = []
@@ -161,7 +161,7 @@ class _DendriticOp(torch.autograd.Function):
         wb: list[torch.Tensor | None] = [None] * (2 * k + 2)
         if any(need[4:2 * k + 4]):  # dendrite copies train (GD, or CC with dendrite updates)
             gw = _grad_weight(spec, gz, x, w)
-            wb[0::2], wb[1::2] = gw.split(c), _sum_per_neuron(spec, gz).split(c)
+            wb[0::2], wb[1::2] = gw.chunk(k + 1), _sum_per_neuron(spec, gz).chunk(k + 1)
         elif need[2] or need[3]:
             wb[0], wb[1] = _grad_weight(spec, gy, x, w[:c]), _sum_per_neuron(spec, gy)
         gx = None
@@ -204,7 +204,7 @@ class _ReluPoolDropout(torch.autograd.Function):
         keep = x > 0
         if p > 0:
             keep &= torch.rand_like(x) >= p
-        mult = torch.where(keep, 1.0 / (1.0 - p), 0.0)
+        mult = keep.to(x.dtype).mul_(1.0 / (1.0 - p))
         ctx.save_for_backward(mult)
         ctx.pool, ctx.length = pool, length
         return x * mult
@@ -216,8 +216,10 @@ class _ReluPoolDropout(torch.autograd.Function):
         if ctx.pool:
             x = ctx.pooled_input
             second = x[..., 1::2] > x[..., 0::2]  # which of each pair was the max (ties: the first)
-            g_second = g * second
-            g = torch.stack([g - g_second, g_second], -1).flatten(-2)
+            full = torch.empty(*g.shape, 2, dtype=g.dtype, device=g.device)
+            torch.mul(g, second, out=full[..., 1])
+            torch.sub(g, full[..., 1], out=full[..., 0])
+            g = full.flatten(-2)
             n = g.shape[-1]
             g = g[..., :ctx.length] if n >= ctx.length else F.pad(g, (0, ctx.length - n))
         return g, None, None, None
@@ -248,7 +250,8 @@ class _Ctx:
 
 class Tape:
     """Runs a network's training pass with the fused ops and no autograd, then replays their backward in
-    reverse and accumulates each parameter's .grad. Why: at batch 32 the autograd engine, AccumulateGrad
+    reverse and *sets* each trainable parameter's .grad (every module runs once per pass; the effect is
+    zero_grad(set_to_none=True) + backward). Why: at batch 32 the autograd engine, AccumulateGrad
     nodes and Function.apply cost as much as the kernels (bench/profile_notes.md). KWSNet drives it
     through the same layer/block/flatten calls as its ordinary forward (model.KWSNet._run)."""
 
@@ -280,4 +283,4 @@ class Tape:
             g = grads[0]
             for p, gp in zip(params, grads[len(grads) - len(params):]):
                 if gp is not None:
-                    p.grad = gp if p.grad is None else p.grad + gp
+                    p.grad = gp

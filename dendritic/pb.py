@@ -119,13 +119,13 @@ class DendriticModel(nn.Module):
         """One batch. Neuron phase: ordinary backprop. Dendrite phase: the task loss's backward only
         captures each neuron's error; the candidates then step on the correlation surrogate loss.
         Returns the detached task loss and logits (no host sync), e.g. for training accuracy."""
-        self.optimizer.zero_grad(set_to_none=True)
         fused = getattr(self.net, "cross_entropy_step", None)  # KWSNet's autograd-free pass (same maths)
-        done = (fused(x, y) if fused and loss_fn is nn.functional.cross_entropy and self.phase is Phase.NEURON
-                else None)
+        use_fused = fused is not None and loss_fn is nn.functional.cross_entropy and self.phase is Phase.NEURON
+        done = fused(x, y) if use_fused else None  # it *sets* every trainable .grad: no zero_grad needed
         if done is not None:
             loss, out = done
         else:
+            self.optimizer.zero_grad(set_to_none=True)
             out = self.net(x)
             loss = loss_fn(out, y)
             loss.backward()  # dendrite phase: every network weight is frozen, so this only fills the error hooks

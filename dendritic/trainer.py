@@ -166,19 +166,20 @@ def fit(net_cfg: NetConfig, pb_cfg: PBConfig, sched_cfg: ScheduleConfig, train_c
         t0 = time.monotonic()
         phase, dendrites = model.phase, model.num_dendrites
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
         perm = torch.randperm(n, generator=gen).to(device)
         x_epoch, y_epoch = xt[perm], yt[perm]  # one gather per epoch; batches are then free views
         bs = train_cfg.batch_size * (train_cfg.dendrite_batch_factor if phase is Phase.DENDRITE else 1)
+        losses, outs = [], []  # reduced once per epoch: per-batch bookkeeping ops cost as much as a layer
         for i in range(0, n, bs):
-            xb, yb = x_epoch[i:i + bs], y_epoch[i:i + bs]
-            loss, logits = model.training_step(xb, yb, nn.functional.cross_entropy)
-            loss_sum.add_(loss, alpha=len(yb))
-            correct += (logits.argmax(1) == yb).sum()  # under dropout/noise, as Keras reports it
+            loss, logits = model.training_step(x_epoch[i:i + bs], y_epoch[i:i + bs], nn.functional.cross_entropy)
+            losses.append(loss)
+            outs.append(logits)
             if time.monotonic() - last_log > train_cfg.log_interval_s:  # keep Studio's log alive
                 say(f"epoch {epoch} {100 * min(i + bs, n) // n}% done")
                 last_log = time.monotonic()
+        sizes = torch.tensor([len(o) for o in outs], dtype=torch.float32, device=device)
+        loss_sum = torch.stack(losses) @ sizes
+        correct = (torch.cat(outs).argmax(1) == y_epoch).sum()  # under dropout/noise, as Keras reports it
         if phase is Phase.NEURON:  # frozen neurons in a dendrite phase: validation cannot change
             val_loss, val_acc = evaluate(model, xv, yv)
         lr = model.optimizer.param_groups[0]["lr"]
