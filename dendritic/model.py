@@ -155,7 +155,7 @@ class KWSNet(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, _Modules(self.drop))
+        return self._run(x, _Modules(self.drop, self.cfg.conv_type))
 
     def cross_entropy_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """One training pass for mean cross-entropy without autograd (ops.Tape: the same maths, ~1.7x
@@ -181,8 +181,7 @@ class KWSNet(nn.Module):
         if self.training and cfg.noise_std > 0:
             x = x + torch.randn_like(x) * cfg.noise_std
         if cfg.conv_layers:
-            x = x.reshape(-1, cfg.frames, cfg.n_coeffs)  # EI order is frame-major: (time, cepstrum)
-            x = x.transpose(1, 2) if cfg.conv_type == "conv1d" else x.unsqueeze(1)
+            x = ex.conv_input(x.reshape(-1, cfg.frames, cfg.n_coeffs))  # EI order is frame-major: (time, cepstrum)
             for conv, pool in zip(self.convs, self.pools):
                 x = ex.block(ex.layer(conv, x), pool)
             x = ex.flatten(x)
@@ -196,8 +195,13 @@ class KWSNet(nn.Module):
 class _Modules:
     """Runs KWSNet's layers as ordinary modules and ops: eval, export, CC dendrite phases, your own loop."""
 
-    def __init__(self, drop: nn.Module):
+    def __init__(self, drop: nn.Module, conv_type: ConvType):
         self.drop = drop
+        self.conv_type = conv_type
+
+    def conv_input(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, frames, coeffs] -> Conv1d's [B, coeffs, frames] or Conv2d's [B, 1, frames, coeffs]."""
+        return x.transpose(1, 2) if self.conv_type == "conv1d" else x.unsqueeze(1)
 
     @staticmethod
     def layer(m: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -111,7 +111,7 @@ def pick_device(name: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) in eval mode."""
     model.eval()
@@ -167,7 +167,7 @@ def fit(net_cfg: NetConfig, pb_cfg: PBConfig, sched_cfg: ScheduleConfig, train_c
         phase, dendrites = model.phase, model.num_dendrites
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
-        x_epoch, y_epoch = xt[perm], yt[perm]  # one gather per epoch; batches are then free views
+        x_epoch, y_epoch = xt.index_select(0, perm), yt.index_select(0, perm)  # one gather per epoch
         bs = train_cfg.batch_size * (train_cfg.dendrite_batch_factor if phase is Phase.DENDRITE else 1)
         losses, outs = [], []  # reduced once per epoch: per-batch bookkeeping ops cost as much as a layer
         for i in range(0, n, bs):

@@ -7,7 +7,7 @@ from torch import nn
 
 from dendritic.layer import DendriticLayer
 from dendritic.model import KWSNet, preset
-from dendritic.ops import relu_pool_dropout
+from dendritic.ops import block_backward, block_forward
 
 LAYERS = {
     "linear": lambda: nn.Linear(7, 5),
@@ -64,31 +64,31 @@ def test_frozen_dendrites_get_no_gradient():
 
 
 @pytest.mark.parametrize("pad_right,length", [(0, 10), (1, 11), (0, 11)])
-def test_relu_pool_matches_reference(pad_right, length):
-    """'same' pads odd lengths with a zero, 'floor' drops the last column; no dropout."""
+def test_relu_pool_block_matches_reference(pad_right, length):
+    """'same' pads odd lengths with a zero, 'floor' drops the last step; no dropout. The block works
+    channels-last ([B, L, C]), the reference on [B, C, L]."""
     x = torch.randn(4, 3, length, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 3, (length + pad_right) // 2, dtype=torch.float64)
     ref = nn.functional.max_pool1d(nn.functional.pad(torch.relu(x), (0, pad_right)), 2)
     (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
-    out = relu_pool_dropout(x, True, pad_right, 0.0)
-    (g_out,) = torch.autograd.grad((out * w).sum(), x)
-    torch.testing.assert_close(out, ref)
-    torch.testing.assert_close(g_out, g_ref)
+    out, saved = block_forward(x.detach().transpose(1, 2), True, pad_right, 0.0)
+    g_out = block_backward(w.transpose(1, 2), saved)
+    torch.testing.assert_close(out.transpose(1, 2), ref.detach())
+    torch.testing.assert_close(g_out.transpose(1, 2), g_ref)
 
 
 def test_dropout_drops_and_rescales_consistently():
     torch.manual_seed(0)
-    x = (torch.rand(200, 50) + 0.1).requires_grad_(True)  # all positive: ReLU keeps everything
-    out = relu_pool_dropout(x, False, 0, 0.25)
+    x = torch.rand(200, 50) + 0.1  # all positive: ReLU keeps everything
+    out, saved = block_forward(x, False, 0, 0.25)
     kept = out != 0
     assert abs(kept.float().mean().item() - 0.75) < 0.01
     torch.testing.assert_close(out[kept], x[kept] / 0.75)
-    (g,) = torch.autograd.grad(out.sum(), x)
-    torch.testing.assert_close(g, kept.float() / 0.75)
+    torch.testing.assert_close(block_backward(torch.ones_like(x), saved), kept.float() / 0.75)
 
 
 def test_kwsnet_training_forward_matches_eval_without_noise_or_dropout():
-    """With dropout and noise off, train mode (fused ops) and eval mode (reference ops) are one function."""
+    """With dropout and noise off, train mode and eval mode are one function (plain layers)."""
     torch.manual_seed(0)
     net = KWSNet(preset("ei-default", 650, 3, dropout=0.0)).double()
     x = torch.randn(5, 650, dtype=torch.float64)
