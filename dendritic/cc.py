@@ -43,7 +43,7 @@ def begin_candidates(layer: DendriticLayer) -> list[nn.Parameter]:
     """Attach a fresh random candidate (and zero cascade weights V) to `layer`; return its parameters."""
     c, k, dev = layer.num_neurons, layer.num_dendrites, layer.main.weight.device
     layer.candidate = layer.fresh_copy()
-    layer.candidate_cascade = nn.Parameter(torch.zeros(k, c, device=dev))
+    layer.candidate_cascade = nn.Parameter(torch.zeros(k, c, device=dev, dtype=layer.main.weight.dtype))
     params = list(layer.candidate.parameters()) + [layer.candidate_cascade]
     layer.cc_state = CandidateState(
         running=torch.zeros(c, device=dev), epoch_sum=torch.zeros(c, device=dev), batches=0,
@@ -53,34 +53,61 @@ def begin_candidates(layer: DendriticLayer) -> list[nn.Parameter]:
     return params
 
 
+def _samples(t: torch.Tensor) -> torch.Tensor:
+    """[B, C, ...] -> [samples, C]: a column of samples per neuron (a view for ops.Tape's layouts)."""
+    return t.movedim(1, -1).reshape(-1, t.shape[1])
+
+
 def neuron_correlation(v: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     """Per-neuron Pearson correlation over every axis but the neuron axis (dim 1). Returns [C]."""
-    v = v.transpose(0, 1).reshape(v.shape[1], -1)
-    e = e.transpose(0, 1).reshape(e.shape[1], -1)
-    v = v - v.mean(dim=1, keepdim=True)
-    e = e - e.mean(dim=1, keepdim=True)
-    cov = (v * e).mean(dim=1)
-    return cov / (v.pow(2).mean(dim=1).sqrt() * e.pow(2).mean(dim=1).sqrt() + EPS)
+    v, e = _samples(v), _samples(e)
+    v = v - v.mean(dim=0)
+    e = e - e.mean(dim=0)
+    cov = (v * e).mean(dim=0)
+    return cov / (v.pow(2).mean(dim=0).sqrt() * e.pow(2).mean(dim=0).sqrt() + EPS)
 
 
-def candidate_loss(layers: list[DendriticLayer]) -> torch.Tensor:
-    """Surrogate loss whose minimisation is gradient ascent on |rho_c| for every candidate channel.
+@torch.no_grad()
+def correlation_and_grad(v: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """rho = neuron_correlation(v, e) and d rho_c / d v in closed form (shaped like v).
 
-    Call after the task loss's backward pass, which filled each layer's `neuron_error` via its hook.
-    Also updates the running statistics (no host sync: everything stays on the device).
+    With v', e' centred over the N samples of a neuron, sigma their RMS and D = sigma_v * sigma_e + eps:
+    d rho / d v_n = (e'_n / D - rho * sigma_e * v'_n / (sigma_v * D)) / N. Why not autograd: the
+    statistics graph is ~20 tiny ops per layer whose backward cost more than the candidates' own; and
+    at a dead (constant) candidate channel sqrt's gradient made autograd's 0 * inf = NaN, here it is 0."""
+    sv, se = _samples(v), _samples(e)
+    vc, ec = sv - sv.mean(dim=0), se - se.mean(dim=0)
+    sd_v, sd_e = vc.pow(2).mean(dim=0).sqrt(), ec.pow(2).mean(dim=0).sqrt()
+    d = sd_v * sd_e + EPS
+    rho = (vc * ec).mean(dim=0) / d
+    grad = (ec / d - (rho * sd_e / ((sd_v + EPS) * d)) * vc) / len(sv)
+    grad.mul_(sd_v > 0)  # a constant channel has no correlation to climb
+    return rho, grad.view(*v.movedim(1, -1).shape).movedim(-1, 1)
+
+
+def candidate_backward(layers: list[DendriticLayer]) -> None:
+    """Backward pass of the surrogate loss -sum_c sign(running rho_c) * rho_c: gradient ascent on |rho_c|
+    for every candidate channel, into the candidates' .grad.
+
+    Call after the task loss's backward pass, which filled each layer's `neuron_error`. Also updates the
+    running statistics (no host sync: everything stays on the device).
     """
-    total = torch.zeros((), device=layers[0].main.weight.device)
+    outs, grads = [], []
     for layer in layers:
         st: CandidateState = layer.cc_state
-        rho = neuron_correlation(layer.candidate_out, layer.neuron_error)
-        with torch.no_grad():
-            r = rho.detach()
-            st.running = r if st.batches == 0 else EMA_DECAY * st.running + (1 - EMA_DECAY) * r
-            st.epoch_sum += r
-            st.batches += 1
-        total = total - (torch.sign(st.running) * rho).sum()
-        layer.candidate_out = layer.neuron_error = None
-    return total
+        rho, drho = correlation_and_grad(layer.candidate_out.detach(), layer.neuron_error)
+        st.running = rho if st.batches == 0 else EMA_DECAY * st.running + (1 - EMA_DECAY) * rho
+        st.epoch_sum += rho
+        st.batches += 1
+        grad = -torch.sign(st.running).view(1, -1, *([1] * (drho.dim() - 2))) * drho
+        if layer.candidate_out_backward is not None:  # produced by ops.Tape: a hand-written backward
+            layer.candidate_out_backward(grad)
+        else:
+            outs.append(layer.candidate_out)
+            grads.append(grad)
+        layer.candidate_out = layer.neuron_error = layer.candidate_out_backward = None
+    if outs:
+        torch.autograd.backward(outs, grads)
 
 
 def end_candidate_epoch(layers: list[DendriticLayer], rel_gain: float = 0.02) -> bool:
@@ -123,6 +150,7 @@ def drop_candidates(layers: list[DendriticLayer]) -> None:
     """Discard candidates without installing them (e.g. training ended inside a dendrite phase)."""
     for layer in layers:
         layer.candidate = layer.candidate_cascade = layer.candidate_out = layer.neuron_error = None
+        layer.candidate_out_backward = None
         if hasattr(layer, "cc_state"):
             del layer.cc_state
 

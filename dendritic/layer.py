@@ -56,6 +56,7 @@ class DendriticLayer(nn.Module):
         self.candidate_cascade: nn.Parameter | None = None  # V, shape [k, C]
         self.candidate_out: torch.Tensor | None = None
         self.neuron_error: torch.Tensor | None = None
+        self.candidate_out_backward: Callable[[torch.Tensor], None] | None = None  # set by ops.Tape
         self._fused = ops.fusable(main)  # None: unusual conv options, always take the reference path
         self._specs: dict[tuple, ops.LayerSpec] = {}
 
@@ -105,13 +106,14 @@ class DendriticLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training uses the fused op (dendritic/ops.py: one stacked conv, one autograd node); eval, export
         and CC candidate phases use the reference ops below, which spell out the maths."""
-        args = self.fused_args() if self.training else None
+        args = self.fused_args() if self.training and self.candidate is None else None
         return self.reference_forward(x) if args is None else ops.dendritic_forward(x, args)
 
     def fused_args(self) -> ops.LayerArgs | None:
-        """The fused op's spec and parameter list (cascade U_0 is empty and left out); None while a CC
-        candidate trains (it needs the dendrite activations) or for conv options ops.py does not cover."""
-        if self._fused is None or self.candidate is not None:
+        """The fused op's spec and parameter list (cascade U_0 is empty and left out); None for layers
+        ops.py does not cover (Conv2d, unusual conv options). A CC candidate is not part of y: the Tape
+        runs it beside the op (ops.candidate_forward) and hands cc.py its output and the neuron error."""
+        if self._fused is None:
             return None
         key = (self.num_dendrites, self.activation, self.perforated)
         spec = self._specs.get(key)
@@ -136,16 +138,20 @@ class DendriticLayer(nn.Module):
             acts.append(f(p))
             y = y + self.per_neuron(self.out_weights[j]) * acts[j]
         if self.candidate is not None and self.training:
-            y = self._run_candidate(x, acts, y, f)
+            y = self._run_candidate(x, acts, y)
         return y
 
-    def _run_candidate(self, x: torch.Tensor, acts: list[torch.Tensor], y: torch.Tensor,
-                       f: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Candidate forward on gradient-killed inputs; stash its output and hook y for the neuron error."""
+    def candidate_output(self, x: torch.Tensor, acts: list[torch.Tensor]) -> None:
+        """Candidate forward on gradient-killed inputs (and installed dendrites' activations); stashed for
+        the correlation rule in cc.py, which also needs `neuron_error` = dL/dy from the backward pass."""
         q = self.candidate(x.detach())
         for i, a in enumerate(acts):
             q = q + self.per_neuron(self.candidate_cascade[i]) * a.detach()
-        self.candidate_out = f(q)
+        self.candidate_out = ACTIVATIONS[self.activation](q)
+
+    def _run_candidate(self, x: torch.Tensor, acts: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """Autograd path: run the candidate and hook y for the neuron error."""
+        self.candidate_output(x, acts)
         if not y.requires_grad:  # neurons frozen and nothing upstream trains: make y a leaf to get dL/dy
             y = y.detach().requires_grad_(True)
         y.register_hook(self._capture_error)

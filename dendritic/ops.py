@@ -158,6 +158,24 @@ def layer_backward(spec: LayerSpec, gy: torch.Tensor, saved: tuple, params: list
     return gx, [*wb, *gts, *gus]
 
 
+def candidate_forward(spec: LayerSpec, saved: tuple, cand: nn.Module, cascade: torch.Tensor) -> tuple:
+    """A CC candidate beside the layer op, reusing its input rows: v = f(rows @ W_c.T + b_c + sum_i V[i] * a_i).
+    Returns v ([rows, C]) and a function that turns dL/dv into the candidate's .grad (no autograd)."""
+    _, rows, _, _, _, acts = saved
+    w, b = cand.weight, cand.bias
+    q = torch.addmm(b, rows, w.reshape(w.shape[0], -1).t())
+    for i, a in enumerate(acts):
+        q = q + cascade[i] * a
+    v = _act_(spec.activation, q)
+
+    def backward(gv: torch.Tensor) -> None:
+        gq = gv * _act_grad(spec.activation, v)
+        w.grad, b.grad = (gq.t() @ rows).view_as(w), gq.sum(0)
+        cascade.grad = torch.stack([(gq * a).sum(0) for a in acts]) if acts else torch.zeros_like(cascade)
+
+    return v, backward
+
+
 class _DendriticOp(torch.autograd.Function):
     """The layer op as one autograd node (channels-last input, like the Tape)."""
 
@@ -244,8 +262,19 @@ class Tape:
         spec, params = self.args[id(m)]
         y, saved = layer_forward(spec, x, params)
         first = not self.backwards  # the first layer reads the data: no input gradient
+        # A CC candidate (dendrite phase) runs beside the op; cc.py sees its output and dL/dy in the
+        # layer's own layout (what the reference path's hook captures) and hands back dL/dv.
+        conv = spec.kind == "conv1d"
+        as_module = (lambda t: t.view(y.shape).transpose(1, 2)) if conv else (lambda t: t)
+        candidate = getattr(m, "candidate", None) is not None
+        if candidate:
+            v, cand_backward = candidate_forward(spec, saved, m.candidate, m.candidate_cascade)
+            m.candidate_out = as_module(v)
+            m.candidate_out_backward = lambda gv: cand_backward(gv.transpose(1, 2).reshape(v.shape) if conv else gv)
 
         def backward(g: torch.Tensor) -> torch.Tensor | None:
+            if candidate:
+                m.neuron_error = as_module(g)
             gx, grads = layer_backward(spec, g, saved, params, not first)
             for p, gp in zip(params, grads):
                 if gp is not None:

@@ -120,17 +120,17 @@ class DendriticModel(nn.Module):
         captures each neuron's error; the candidates then step on the correlation surrogate loss.
         Returns the detached task loss and logits (no host sync), e.g. for training accuracy."""
         fused = getattr(self.net, "cross_entropy_step", None)  # KWSNet's autograd-free pass (same maths)
-        use_fused = fused is not None and loss_fn is nn.functional.cross_entropy and self.phase is Phase.NEURON
-        done = fused(x, y) if use_fused else None  # it *sets* every trainable .grad: no zero_grad needed
+        done = fused(x, y) if fused is not None and loss_fn is nn.functional.cross_entropy else None
+        if done is None or self.phase is Phase.DENDRITE:  # (the fused pass sets the network's grads itself)
+            self.optimizer.zero_grad(set_to_none=True)
         if done is not None:
             loss, out = done
         else:
-            self.optimizer.zero_grad(set_to_none=True)
             out = self.net(x)
             loss = loss_fn(out, y)
             loss.backward()  # dendrite phase: every network weight is frozen, so this only fills the error hooks
-            if self.phase is Phase.DENDRITE:
-                cc.candidate_loss(list(self.layers.values())).backward()
+        if self.phase is Phase.DENDRITE:
+            cc.candidate_backward(list(self.layers.values()))
         self.optimizer.step()
         return loss.detach(), out.detach()
 

@@ -143,3 +143,44 @@ def test_tape_step_matches_autograd(overrides, activation, perforated):
 def test_tape_step_declines_conv2d():
     net = KWSNet(preset("paper-baseline", 650, 3))
     assert net.cross_entropy_step(torch.randn(2, 650), torch.tensor([0, 1])) is None
+
+
+def test_tape_feeds_cc_candidates_like_the_autograd_path():
+    """Dendrite phase: the Tape's pass gives every candidate the same output, neuron error and hence the
+    same correlation gradient as the reference path's hooks."""
+    from dendritic import cc
+    from dendritic.pb import wrap_layers
+
+    torch.manual_seed(2)
+    net = KWSNet(preset("ei-default", 650, 3, dropout=0.0, linear_layers=2)).double()
+    layers = list(wrap_layers(net, "all", "tanh", 0.5).values())
+    for layer in layers:
+        layer.add_dendrite()
+        layer.perforated = True
+        with torch.no_grad():
+            layer.out_weights[0].normal_()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for layer in layers:
+        for p in cc.begin_candidates(layer):
+            with torch.no_grad():
+                p.normal_()
+    x, y = torch.randn(7, 650, dtype=torch.float64), torch.randint(0, 3, (7,))
+    net.train()
+
+    def candidate_grads() -> list[torch.Tensor]:
+        cands = [p for layer in layers for p in [*layer.candidate.parameters(), layer.candidate_cascade]]
+        for p in cands:
+            p.grad = None
+        cc.candidate_backward(layers)
+        for layer in layers:
+            layer.cc_state.batches = 0
+        return [p.grad.clone() for p in cands]
+
+    nn.functional.cross_entropy(net(x), y).backward()  # reference ops (a candidate is present)
+    ref = candidate_grads()
+    assert net.cross_entropy_step(x, y) is not None
+    got = candidate_grads()
+    assert len(got) == len(ref) == 4 * 3
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)

@@ -149,6 +149,25 @@ def test_cc_correlation_rises_on_a_learnable_residual():
     assert nn.functional.mse_loss(dm(x), target).item() < 0.5 * linear_mse
 
 
+@pytest.mark.parametrize("shape", [(6, 4, 9), (40, 3)])
+def test_closed_form_correlation_gradient_matches_autograd(shape):
+    """cc.correlation_and_grad gives autograd's gradient of the Pearson correlation, and 0 (not NaN) for
+    a dead candidate channel whose output is constant."""
+    torch.manual_seed(0)
+    v = torch.randn(*shape, dtype=torch.float64)
+    v[:, 0] = 0.25  # dead channel
+    e = torch.randn(*shape, dtype=torch.float64)
+    w = torch.randn(shape[1], dtype=torch.float64)
+    vg = v.clone().requires_grad_(True)
+    rho_ref = cc.neuron_correlation(vg, e)
+    (w * rho_ref).sum().backward()
+    rho, drho = cc.correlation_and_grad(v, e)
+    torch.testing.assert_close(rho, rho_ref.detach())
+    scaled = drho * w.view(1, -1, *([1] * (len(shape) - 2)))
+    torch.testing.assert_close(scaled[:, 1:], vg.grad[:, 1:])
+    assert torch.equal(scaled[:, 0], torch.zeros_like(scaled[:, 0]))
+
+
 def run_script(cfg: ScheduleConfig, scores: list[float], corr_gains: list[bool] | None = None) -> list[str]:
     """Drive a PhaseSchedule with scripted validation scores; dendrite phases consume corr_gains."""
     s = PhaseSchedule(cfg)
