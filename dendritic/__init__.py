@@ -2,7 +2,8 @@
 
 Pipeline reading order: model.py (the KWS network) -> layer.py (a dendritic layer) -> cc.py (the CC
 correlation rule) -> schedule.py (the phase schedule) -> pb.py (DendriticModel, for your own loop) ->
-trainer.py (the block's training loop).
+trainer.py (the block's training loop). ops.py holds the fused, autograd-free training ops that make
+layer.py's and model.py's maths fast; they are checked against those reference ops.
 """
 from .layer import ACTIVATIONS, DendriticLayer, deployed_params
 from .model import PRESETS, KWSNet, NetConfig, count_params, preset

@@ -8,7 +8,8 @@ the dendrite output weights and U_j the per-neuron cascade weights from earlier 
 own activation after the layer stays outside. A new dendrite's T row starts at zero, so adding one never
 changes the function. During a CC dendrite phase a *candidate* dendrite runs beside the others: it sees
 gradient-killed inputs, is not wired into y, and its output plus the neuron error dL/dy (captured by a
-backward hook) feed the correlation rule in dendritic/cc.py.
+backward hook here, or handed over by ops.Tape) feed the correlation rule in dendritic/cc.py. Training
+normally runs the fused op in ops.py; `reference_forward` spells out the same maths with plain modules.
 """
 from __future__ import annotations
 
