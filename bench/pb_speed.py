@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -490,7 +491,25 @@ def summarise(runs: list[dict]) -> dict:
                     pairs.append(a / b)
             return pairs
 
-        out[ds]["ratios"] = {
+        def matched(key: str, ds: str = ds) -> list[float]:
+            """pai-gd / our gd per seed with both runs' per-k seconds/epoch weighted by OUR run's epochs at
+            each dendrite count: the whole-run means also differ by how long each schedule keeps each k."""
+            pairs = []
+            for r in runs:
+                if r["spec"]["dataset"] != ds or r["spec"]["variant"] != "gd":
+                    continue
+                other = [o for o in runs if o["spec"]["dataset"] == ds and o["spec"]["variant"] == "pai-gd"
+                         and o["spec"]["seed"] == r["spec"]["seed"]]
+                if not other:
+                    continue
+                counts = Counter(f"k{e['dendrites']}" for e in r["epochs"] if e["phase"] != "p")
+                pai, ours = per_phase(other[0], key), per_phase(r, key)
+                ks = [k for k in counts if k in pai and k in ours]
+                pairs.append(sum(counts[k] * pai[k] for k in ks) / sum(counts[k] * ours[k] for k in ks))
+            return pairs
+
+        out[ds]["ratios"] = {f"pai_gd/our_gd matched_{clock}": matched(key) for clock, key in CLOCKS.items()}
+        out[ds]["ratios"] |= {
             f"{name}_{clock}": ratio(num, den, a, b, key)
             for clock, key in CLOCKS.items()
             for name, num, den, a, b in (
