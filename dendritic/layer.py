@@ -139,20 +139,17 @@ class DendriticLayer(nn.Module):
             acts.append(f(p))
             y = y + self.per_neuron(self.out_weights[j]) * acts[j]
         if self.candidate is not None and self.training:
-            y = self._run_candidate(x, acts, y)
+            y = self._run_candidate(x, acts, y, f)
         return y
 
-    def candidate_output(self, x: torch.Tensor, acts: list[torch.Tensor]) -> None:
-        """Candidate forward on gradient-killed inputs (and installed dendrites' activations); stashed for
-        the correlation rule in cc.py, which also needs `neuron_error` = dL/dy from the backward pass."""
+    def _run_candidate(self, x: torch.Tensor, acts: list[torch.Tensor], y: torch.Tensor,
+                       f: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Candidate forward on gradient-killed inputs; stash its output and hook y for the neuron error."""
         q = self.candidate(x.detach())
         for i, a in enumerate(acts):
             q = q + self.per_neuron(self.candidate_cascade[i]) * a.detach()
-        self.candidate_out = ACTIVATIONS[self.activation](q)
-
-    def _run_candidate(self, x: torch.Tensor, acts: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-        """Autograd path: run the candidate and hook y for the neuron error."""
-        self.candidate_output(x, acts)
+        self.candidate_out = f(q)
+        self.candidate_out_backward = None  # autograd carries this output's gradient (not a Tape's)
         if not y.requires_grad:  # neurons frozen and nothing upstream trains: make y a leaf to get dL/dy
             y = y.detach().requires_grad_(True)
         y.register_hook(self._capture_error)

@@ -193,7 +193,8 @@ class KWSNet(nn.Module):
 
 
 class _Modules:
-    """Runs KWSNet's layers as ordinary modules and ops: eval, export, CC dendrite phases, your own loop."""
+    """Runs KWSNet's layers as ordinary modules and ops: eval, export, any autograd loop (losses other than
+    cross-entropy, Conv2d nets)."""
 
     def __init__(self, drop: nn.Module, conv_type: ConvType):
         self.drop = drop

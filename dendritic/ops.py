@@ -7,9 +7,10 @@ stacking the export's fold does) with a hand-written backward. Everything works 
 input is [B, L, C] (Edge Impulse's own frame-major order) and its im2col matrix is [B*L, C*k], so every
 layer is `rows @ W.T` and the dendrite maths below is written once for [rows, channels]. ReLU -> max pool
 -> dropout is one op too. `Tape` runs a whole training pass through these without the autograd engine;
-`dendritic_forward` wraps the layer op as an autograd Function for ordinary PyTorch loops. Eval, export,
-folding and CC candidate phases use the plain ops in layer.py/model.py; tests/test_ops.py checks that both
-give the same outputs and gradients.
+`dendritic_forward` wraps the layer op as an autograd Function for ordinary PyTorch loops; CC candidates
+run beside it through `candidate_forward`. Eval, export and folding (and candidates in an ordinary autograd
+loop) use the plain ops in layer.py/model.py; tests/test_ops.py checks that both give the same outputs and
+gradients.
 """
 from __future__ import annotations
 
@@ -264,16 +265,16 @@ class Tape:
         first = not self.backwards  # the first layer reads the data: no input gradient
         # A CC candidate (dendrite phase) runs beside the op; cc.py sees its output and dL/dy in the
         # layer's own layout (what the reference path's hook captures) and hands back dL/dv.
-        conv = spec.kind == "conv1d"
-        as_module = (lambda t: t.view(y.shape).transpose(1, 2)) if conv else (lambda t: t)
-        candidate = getattr(m, "candidate", None) is not None
-        if candidate:
+        as_module = None
+        if getattr(m, "candidate", None) is not None:
+            conv = spec.kind == "conv1d"
+            as_module = (lambda t: t.view(y.shape).transpose(1, 2)) if conv else (lambda t: t)
             v, cand_backward = candidate_forward(spec, saved, m.candidate, m.candidate_cascade)
             m.candidate_out = as_module(v)
             m.candidate_out_backward = lambda gv: cand_backward(gv.transpose(1, 2).reshape(v.shape) if conv else gv)
 
         def backward(g: torch.Tensor) -> torch.Tensor | None:
-            if candidate:
+            if as_module is not None:
                 m.neuron_error = as_module(g)
             gx, grads = layer_backward(spec, g, saved, params, not first)
             for p, gp in zip(params, grads):
