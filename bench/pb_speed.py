@@ -306,10 +306,11 @@ def worker(spec: RunSpec, out: Path) -> None:
 def profile_ours(spec: RunSpec, op_table: bool) -> dict:
     """Run `fit` in-process with CPU-time timers wrapped around its parts (no library edits; CPU time
     because the shared machine's load makes wall time swing 2-3x) and return milliseconds per epoch by
-    phase for: training forward / task backward / CC surrogate loss + its
-    backward / optimizer step / the train-accuracy pass / validation+holdout evaluation / end_epoch
-    (schedule, checkpoint deep copy, restructure) / the rest (loop overhead). With op_table, also run
-    it under torch.profiler and add the top operators by self CPU time."""
+    phase for: the fused forward + backward pass (KWSNet.cross_entropy_step, ops.Tape) or, where it does
+    not apply, the autograd forward and backward / CC correlation + candidates' backward / optimizer step
+    / validation+holdout evaluation / end_epoch (schedule, checkpoint deep copy, restructure) / the rest
+    (loop overhead). With op_table, also run it under torch.profiler and add the top operators by self CPU
+    time."""
     from dendritic import pb, trainer
 
     buckets: dict[str, dict[str, float]] = {}
@@ -332,7 +333,7 @@ def profile_ours(spec: RunSpec, op_table: bool) -> dict:
         return wrapper
 
     orig_step, orig_end = pb.DendriticModel.training_step, pb.DendriticModel.end_epoch
-    orig_eval, orig_fwd = trainer.evaluate, KWSNet.forward
+    orig_eval, orig_fwd, orig_fused = trainer.evaluate, KWSNet.forward, KWSNet.cross_entropy_step
     orig_cc, orig_back, orig_adam = pb.cc.candidate_backward, torch.Tensor.backward, torch.optim.Adam.step
 
     def step(self, *a, **kw):
@@ -360,7 +361,7 @@ def profile_ours(spec: RunSpec, op_table: bool) -> dict:
         def name(*_a, **_k):
             if self.training:
                 return "  forward"
-            return None if state["in_eval"] else "train-accuracy pass"
+            return None if state["in_eval"] else "eval-mode forward outside evaluate()"
         return timed(name, orig_fwd)(self, *a, **kw)
 
     def backward(self, *a, **kw):
@@ -370,6 +371,7 @@ def profile_ours(spec: RunSpec, op_table: bool) -> dict:
 
     pb.DendriticModel.training_step, pb.DendriticModel.end_epoch = step, end_epoch
     trainer.evaluate, KWSNet.forward = evaluate, forward
+    KWSNet.cross_entropy_step = timed(lambda *_a, **_k: "  fused forward + backward (Tape)", orig_fused)
     pb.cc.candidate_backward = timed(lambda *_a, **_k: "  CC correlation + candidates' backward", orig_cc)
     torch.Tensor.backward = backward
     torch.optim.Adam.step = timed(lambda *_a, **_k: "  optimizer step", orig_adam)
@@ -385,7 +387,7 @@ def profile_ours(spec: RunSpec, op_table: bool) -> dict:
         if prof is not None:
             prof.__exit__(None, None, None)
         pb.DendriticModel.training_step, pb.DendriticModel.end_epoch = orig_step, orig_end
-        trainer.evaluate, KWSNet.forward = orig_eval, orig_fwd
+        trainer.evaluate, KWSNet.forward, KWSNet.cross_entropy_step = orig_eval, orig_fwd, orig_fused
         pb.cc.candidate_backward, torch.Tensor.backward, torch.optim.Adam.step = orig_cc, orig_back, orig_adam
     report: dict = {"spec": asdict(spec), "seconds_total": total, "epochs_by_phase": epochs, "ms_per_epoch": {}}
     for ph, b in buckets.items():
@@ -477,36 +479,33 @@ def summarise(runs: list[dict]) -> dict:
             entry["loadavg_1min"] = [r["loadavg_before"][0] for r in rs] + [r["loadavg_after"][0] for r in rs]
             out[ds][var] = entry
 
-        def ratio(num: str, den: str, num_phase: str, den_phase: str, key: str, ds: str = ds) -> list[float]:
-            """num-variant seconds/epoch in num_phase over den-variant's in den_phase, per seed."""
+        def paired(num: str, den: str, ds: str = ds) -> list[tuple[dict, dict]]:
+            """(num-variant run, den-variant run of the same seed) for every num run that has a partner."""
             pairs = []
             for r in runs:
                 if r["spec"]["dataset"] != ds or r["spec"]["variant"] != num:
                     continue
                 other = [o for o in runs if o["spec"]["dataset"] == ds and o["spec"]["variant"] == den
                          and o["spec"]["seed"] == r["spec"]["seed"]]
-                a = per_phase(r, key).get(num_phase)
-                b = per_phase(other[0], key).get(den_phase) if other else None
-                if a and b:
-                    pairs.append(a / b)
+                if other:
+                    pairs.append((r, other[0]))
             return pairs
 
-        def matched(key: str, ds: str = ds) -> list[float]:
+        def ratio(num: str, den: str, num_phase: str, den_phase: str, key: str) -> list[float]:
+            """num-variant seconds/epoch in num_phase over den-variant's in den_phase, per seed."""
+            pairs = [(per_phase(r, key).get(num_phase), per_phase(o, key).get(den_phase)) for r, o in paired(num, den)]
+            return [a / b for a, b in pairs if a and b]
+
+        def matched(key: str) -> list[float]:
             """pai-gd / our gd per seed with both runs' per-k seconds/epoch weighted by OUR run's epochs at
             each dendrite count: the whole-run means also differ by how long each schedule keeps each k."""
-            pairs = []
-            for r in runs:
-                if r["spec"]["dataset"] != ds or r["spec"]["variant"] != "gd":
-                    continue
-                other = [o for o in runs if o["spec"]["dataset"] == ds and o["spec"]["variant"] == "pai-gd"
-                         and o["spec"]["seed"] == r["spec"]["seed"]]
-                if not other:
-                    continue
-                counts = Counter(f"k{e['dendrites']}" for e in r["epochs"] if e["phase"] != "p")
-                pai, ours = per_phase(other[0], key), per_phase(r, key)
+            out_ = []
+            for ours_run, pai_run in paired("gd", "pai-gd"):
+                counts = Counter(f"k{e['dendrites']}" for e in ours_run["epochs"] if e["phase"] != "p")
+                pai, ours = per_phase(pai_run, key), per_phase(ours_run, key)
                 ks = [k for k in counts if k in pai and k in ours]
-                pairs.append(sum(counts[k] * pai[k] for k in ks) / sum(counts[k] * ours[k] for k in ks))
-            return pairs
+                out_.append(sum(counts[k] * pai[k] for k in ks) / sum(counts[k] * ours[k] for k in ks))
+            return out_
 
         out[ds]["ratios"] = {f"pai_gd/our_gd matched_{clock}": matched(key) for clock, key in CLOCKS.items()}
         out[ds]["ratios"] |= {
