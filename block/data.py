@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dendritic.errors import ProjectError
 
-class DataError(ValueError):
+
+class DataError(ProjectError, ValueError):
     """A problem with the user's data, phrased for the Studio log: one line naming the problem and file."""
 
 
@@ -45,6 +47,12 @@ class EIData:
         """EI's compute-time limit for this job, when Studio passed one."""
         limit = self.info.get("maxTrainingTimeSeconds")
         return None if limit is None else float(limit)
+
+    def splits(self):
+        """The arrays `dendritic.trainer.fit` trains on (imported here lazily: this module stays torch-free)."""
+        from dendritic.trainer import Splits
+
+        return Splits(self.x_train, self.y_train, self.x_val, self.y_val, self.x_holdout, self.y_holdout)
 
 
 def _one_line(err: Exception) -> str:

@@ -11,12 +11,13 @@ ascent is on |rho_c| as in CasCor. Normalising (pb-algorithm §4.4's recommendat
 independent of the error's tiny magnitude and of the activation's scale, so a relu candidate cannot win by
 growing without bound, and Adam's step sizes behave the same for every layer.
 
-State per layer lives in `CandidateState`: running correlation (EMA), the per-channel best score, and a
+State per layer lives in one `Candidate` on `layer.candidate`: running correlation (EMA), the per-channel best score, and a
 per-channel best snapshot of the candidate's weights and cascade weights V (channels are independent rows,
 so each neuron keeps the candidate from its own best moment).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,29 +29,41 @@ EMA_DECAY = 0.9  # running-average decay of the per-batch correlation
 EPS = 1e-12
 
 
-@dataclass
-class CandidateState:
+@dataclass(eq=False)
+class Candidate:
+    """One layer's CC candidate dendrite during a dendrite phase: its weights, its statistics, and the
+    per-batch hand-over between the forward pass and `candidate_backward`. Lives on `layer.candidate`;
+    created by `begin_candidates` and cleared by `install_candidates` / `drop_candidates` only."""
+
+    module: nn.Module  # same-shaped copy of the layer (the candidate dendrite's weights)
+    cascade: nn.Parameter  # V, shape [k, C]: weights from the installed dendrites' activations
     running: torch.Tensor  # EMA of per-neuron correlation rho_c (signed)
     epoch_sum: torch.Tensor  # sum of batch rho_c this epoch, for the epoch score
-    batches: int
     best_score: torch.Tensor  # best |epoch-mean rho_c| so far
     best_params: list[torch.Tensor]  # per-channel snapshot of candidate parameters (row c = neuron c)
     best_cascade: torch.Tensor  # per-channel snapshot of V, shape [k, C]
+    batches: int = 0
     best_mean: float = 0.0  # best mean |epoch rho| over the layer's channels (drives the phase's patience)
+    # Per batch: the candidate's output v, the neuron error dL/dy (same layout), and, when ops.Tape ran the
+    # forward, a hand-written backward taking dL/dv (None: autograd carries v's gradient).
+    out: torch.Tensor | None = None
+    error: torch.Tensor | None = None
+    out_backward: Callable[[torch.Tensor], None] | None = None
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [*self.module.parameters(), self.cascade]
 
 
 def begin_candidates(layer: DendriticLayer) -> list[nn.Parameter]:
     """Attach a fresh random candidate (and zero cascade weights V) to `layer`; return its parameters."""
     c, k, dev = layer.num_neurons, layer.num_dendrites, layer.main.weight.device
-    layer.candidate = layer.fresh_copy()
-    layer.candidate_cascade = nn.Parameter(torch.zeros(k, c, device=dev, dtype=layer.main.weight.dtype))
-    params = list(layer.candidate.parameters()) + [layer.candidate_cascade]
-    layer.cc_state = CandidateState(
-        running=torch.zeros(c, device=dev), epoch_sum=torch.zeros(c, device=dev), batches=0,
+    module = layer.fresh_copy()
+    cascade = nn.Parameter(torch.zeros(k, c, device=dev, dtype=layer.main.weight.dtype))
+    layer.candidate = Candidate(
+        module, cascade, running=torch.zeros(c, device=dev), epoch_sum=torch.zeros(c, device=dev),
         best_score=torch.full((c,), -1.0, device=dev),
-        best_params=[p.detach().clone() for p in layer.candidate.parameters()],
-        best_cascade=layer.candidate_cascade.detach().clone())
-    return params
+        best_params=[p.detach().clone() for p in module.parameters()], best_cascade=cascade.detach().clone())
+    return layer.candidate.parameters()
 
 
 def _samples(t: torch.Tensor) -> torch.Tensor:
@@ -89,23 +102,23 @@ def candidate_backward(layers: list[DendriticLayer]) -> None:
     """Backward pass of the surrogate loss -sum_c sign(running rho_c) * rho_c: gradient ascent on |rho_c|
     for every candidate channel, into the candidates' .grad.
 
-    Call after the task loss's backward pass, which filled each layer's `neuron_error`. Also updates the
+    Call after the task loss's backward pass, which filled each candidate's `error`. Also updates the
     running statistics (no host sync: everything stays on the device).
     """
     outs, grads = [], []
     for layer in layers:
-        st: CandidateState = layer.cc_state
-        rho, drho = correlation_and_grad(layer.candidate_out.detach(), layer.neuron_error)
+        st = layer.candidate
+        rho, drho = correlation_and_grad(st.out.detach(), st.error)
         st.running = rho if st.batches == 0 else EMA_DECAY * st.running + (1 - EMA_DECAY) * rho
         st.epoch_sum += rho
         st.batches += 1
         grad = -torch.sign(st.running).view(1, -1, *([1] * (drho.dim() - 2))) * drho
-        if layer.candidate_out_backward is not None:  # produced by ops.Tape: a hand-written backward
-            layer.candidate_out_backward(grad)
+        if st.out_backward is not None:  # produced by ops.Tape: a hand-written backward
+            st.out_backward(grad)
         else:
-            outs.append(layer.candidate_out)
+            outs.append(st.out)
             grads.append(grad)
-        layer.candidate_out = layer.neuron_error = layer.candidate_out_backward = None
+        st.out = st.error = st.out_backward = None
     if outs:
         torch.autograd.backward(outs, grads)
 
@@ -115,15 +128,15 @@ def end_candidate_epoch(layers: list[DendriticLayer], rel_gain: float = 0.02) ->
     epoch |rho| beat its best mean by >= rel_gain: per-channel gains alone are too noisy to end on."""
     improved = False
     for layer in layers:
-        st: CandidateState = layer.cc_state
+        st = layer.candidate
         if st.batches == 0:
             continue
         score = (st.epoch_sum / st.batches).abs()
         better = score > st.best_score
         with torch.no_grad():
-            for best, p in zip(st.best_params, layer.candidate.parameters()):
+            for best, p in zip(st.best_params, st.module.parameters()):
                 best[better] = p.detach()[better]
-            st.best_cascade[:, better] = layer.candidate_cascade.detach()[:, better]
+            st.best_cascade[:, better] = st.cascade.detach()[:, better]
             st.best_score = torch.where(better, score, st.best_score)
         mean = float(score.mean())  # one host sync per layer per epoch
         if mean > st.best_mean * (1 + rel_gain) + 1e-6:
@@ -136,21 +149,16 @@ def end_candidate_epoch(layers: list[DendriticLayer], rel_gain: float = 0.02) ->
 def install_candidates(layers: list[DendriticLayer]) -> None:
     """Install each layer's per-channel best candidate as a new dendrite with a zero output weight."""
     for layer in layers:
-        st: CandidateState = layer.cc_state
-        cand = layer.candidate
+        st = layer.candidate
         with torch.no_grad():
-            for p, best in zip(cand.parameters(), st.best_params):
+            for p, best in zip(st.module.parameters(), st.best_params):
                 p.copy_(best)
-        layer.candidate = layer.candidate_cascade = None
-        del layer.cc_state
-        layer.add_dendrite(cand, st.best_cascade)
+        layer.candidate = None
+        layer.add_dendrite(st.module, st.best_cascade)
 
 
 def drop_candidates(layers: list[DendriticLayer]) -> None:
     """Discard candidates without installing them (e.g. training ended inside a dendrite phase)."""
     for layer in layers:
-        layer.candidate = layer.candidate_cascade = layer.candidate_out = layer.neuron_error = None
-        layer.candidate_out_backward = None
-        if hasattr(layer, "cc_state"):
-            del layer.cc_state
+        layer.candidate = None
 

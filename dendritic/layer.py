@@ -16,12 +16,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from . import ops
+
+if TYPE_CHECKING:
+    from .cc import Candidate
 
 Activation = Literal["tanh", "sigmoid", "relu"]
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -52,12 +55,11 @@ class DendriticLayer(nn.Module):
         # "Perforation": dendrites read a gradient-killed input, so no error flows through them into
         # earlier layers (CC mode). GD mode leaves this off and trains everything jointly.
         self.perforated = False
-        # CC dendrite-phase state; None outside a dendrite phase.
-        self.candidate: nn.Module | None = None
-        self.candidate_cascade: nn.Parameter | None = None  # V, shape [k, C]
-        self.candidate_out: torch.Tensor | None = None
-        self.neuron_error: torch.Tensor | None = None
-        self.candidate_out_backward: Callable[[torch.Tensor], None] | None = None  # set by ops.Tape
+        # The CC candidate of a dendrite phase (cc.Candidate), created and cleared by dendritic/cc.py only.
+        self.candidate: Candidate | None = None
+        # Train with the fused op and its hand-written backward (ops.py); False: the reference modules and
+        # autograd, e.g. to debug the maths. DendriticModel sets it from TrainConfig.fused.
+        self.fused = True
         self._fused = ops.fusable(main)  # None: unusual conv options, always take the reference path
         self._specs: dict[tuple, ops.LayerSpec] = {}
 
@@ -107,7 +109,7 @@ class DendriticLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training uses the fused op (dendritic/ops.py: one stacked conv, one autograd node); eval, export
         and CC candidate phases use the reference ops below, which spell out the maths."""
-        args = self.fused_args() if self.training and self.candidate is None else None
+        args = self.fused_args() if self.fused and self.training and self.candidate is None else None
         return self.reference_forward(x) if args is None else ops.dendritic_forward(x, args)
 
     def fused_args(self) -> ops.LayerArgs | None:
@@ -145,18 +147,20 @@ class DendriticLayer(nn.Module):
     def _run_candidate(self, x: torch.Tensor, acts: list[torch.Tensor], y: torch.Tensor,
                        f: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Candidate forward on gradient-killed inputs; stash its output and hook y for the neuron error."""
-        q = self.candidate(x.detach())
+        cand = self.candidate
+        q = cand.module(x.detach())
         for i, a in enumerate(acts):
-            q = q + self.per_neuron(self.candidate_cascade[i]) * a.detach()
-        self.candidate_out = f(q)
-        self.candidate_out_backward = None  # autograd carries this output's gradient (not a Tape's)
+            q = q + self.per_neuron(cand.cascade[i]) * a.detach()
+        cand.out = f(q)
+        cand.out_backward = None  # autograd carries this output's gradient (not a Tape's)
         if not y.requires_grad:  # neurons frozen and nothing upstream trains: make y a leaf to get dL/dy
             y = y.detach().requires_grad_(True)
         y.register_hook(self._capture_error)
         return y
 
     def _capture_error(self, grad: torch.Tensor) -> None:
-        self.neuron_error = grad.detach()
+        if self.candidate is not None:
+            self.candidate.error = grad.detach()
 
     def extra_repr(self) -> str:
         return f"dendrites={self.num_dendrites}, activation={self.activation}, perforated={self.perforated}"

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from . import ops
+from .errors import ConfigError
 
 ConvType = Literal["conv1d", "conv2d"]
 Growth = Literal["uniform", "doubling"]
@@ -45,34 +46,34 @@ class NetConfig:
     def validate(self) -> None:
         """Raise ValueError with one readable line for an impossible architecture."""
         if self.n_features % self.n_coeffs:
-            raise ValueError(f"feature count {self.n_features} is not divisible by {self.n_coeffs} MFCC coefficients")
+            raise ConfigError(f"feature count {self.n_features} is not divisible by {self.n_coeffs} MFCC coefficients")
         if not 0 <= self.conv_layers <= 4:
-            raise ValueError(f"conv layers must be 0-4, got {self.conv_layers}")
+            raise ConfigError(f"conv layers must be 0-4, got {self.conv_layers}")
         if not 1 <= self.linear_layers <= 3:
-            raise ValueError(f"linear layers must be 1-3, got {self.linear_layers}")
+            raise ConfigError(f"linear layers must be 1-3, got {self.linear_layers}")
         if self.n_classes < 2:
-            raise ValueError(f"need at least 2 classes, got {self.n_classes}")
+            raise ConfigError(f"need at least 2 classes, got {self.n_classes}")
         if self.width < 1 or self.linear_width < 1:
-            raise ValueError("width and linear width must be positive")
+            raise ConfigError("width and linear width must be positive")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel size must be a positive odd number (keeps 'same' length), got {self.kernel_size}")
+            raise ConfigError(f"kernel size must be a positive odd number (keeps 'same' length), got {self.kernel_size}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.noise_std < 0:
-            raise ValueError(f"input noise must be >= 0, got {self.noise_std}")
+            raise ConfigError(f"input noise must be >= 0, got {self.noise_std}")
         if self.conv_type not in ("conv1d", "conv2d"):
-            raise ValueError(f"conv type must be conv1d or conv2d, got {self.conv_type!r}")
+            raise ConfigError(f"conv type must be conv1d or conv2d, got {self.conv_type!r}")
         if self.growth not in ("uniform", "doubling"):
-            raise ValueError(f"width growth must be uniform or doubling, got {self.growth!r}")
+            raise ConfigError(f"width growth must be uniform or doubling, got {self.growth!r}")
         if self.channels is not None and (len(self.channels) != self.conv_layers or min(self.channels, default=1) < 1):
-            raise ValueError(f"channels {self.channels} must give one positive width per conv layer")
+            raise ConfigError(f"channels {self.channels} must give one positive width per conv layer")
         if self.pool not in ("same", "floor"):
-            raise ValueError(f"pool must be same or floor, got {self.pool!r}")
+            raise ConfigError(f"pool must be same or floor, got {self.pool!r}")
         h, w = self.frames, self.n_coeffs
         for _ in range(self.conv_layers):
             h, w = _pooled(h, self.pool), (_pooled(w, self.pool) if self.conv_type == "conv2d" else w)
             if h < 1 or w < 1:
-                raise ValueError(f"{self.conv_layers} pooled conv layers shrink {self.frames}x{self.n_coeffs} to nothing")
+                raise ConfigError(f"{self.conv_layers} pooled conv layers shrink {self.frames}x{self.n_coeffs} to nothing")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,7 +92,7 @@ PRESETS: dict[str, dict] = {
 def preset(name: str, n_features: int, n_classes: int, n_coeffs: int = 13, **overrides) -> NetConfig:
     """A preset config; `overrides` (e.g. dropout) replace preset fields."""
     if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r} (choose from {', '.join(PRESETS)})")
+        raise ConfigError(f"unknown model preset {name!r} (choose from {', '.join(PRESETS)})")
     cfg = NetConfig(n_features=n_features, n_classes=n_classes, n_coeffs=n_coeffs, **PRESETS[name])
     return replace(cfg, **overrides)
 

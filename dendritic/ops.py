@@ -266,16 +266,17 @@ class Tape:
         # A CC candidate (dendrite phase) runs beside the op; cc.py sees its output and dL/dy in the
         # layer's own layout (what the reference path's hook captures) and hands back dL/dv.
         as_module = None
-        if getattr(m, "candidate", None) is not None:
+        cand = getattr(m, "candidate", None)  # cc.Candidate
+        if cand is not None:
             conv = spec.kind == "conv1d"
             as_module = (lambda t: t.view(y.shape).transpose(1, 2)) if conv else (lambda t: t)
-            v, cand_backward = candidate_forward(spec, saved, m.candidate, m.candidate_cascade)
-            m.candidate_out = as_module(v)
-            m.candidate_out_backward = lambda gv: cand_backward(gv.transpose(1, 2).reshape(v.shape) if conv else gv)
+            v, cand_backward = candidate_forward(spec, saved, cand.module, cand.cascade)
+            cand.out = as_module(v)
+            cand.out_backward = lambda gv: cand_backward(gv.transpose(1, 2).reshape(v.shape) if conv else gv)
 
         def backward(g: torch.Tensor) -> torch.Tensor | None:
             if as_module is not None:
-                m.neuron_error = as_module(g)
+                cand.error = as_module(g)
             gx, grads = layer_backward(spec, g, saved, params, not first)
             for p, gp in zip(params, grads):
                 if gp is not None:

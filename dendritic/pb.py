@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from . import cc
+from .errors import ConfigError
 from .layer import WRAPPABLE, Activation, DendriticLayer, deployed_params
-from .schedule import Action, Decision, Mode, Phase, PhaseSchedule, ScheduleConfig
+from .schedule import MODES, Action, Decision, Mode, Phase, PhaseSchedule, ScheduleConfig
 
 Scope = Literal["linear", "all"]
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -44,10 +45,12 @@ class PBConfig:
     dendrite_update: bool = True  # cc: fine-tune installed dendrites in neuron phases (False = frozen)
 
     def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"model format must be {', '.join(MODES)}, got {self.mode!r}")
         if self.scope not in ("linear", "all"):
-            raise ValueError(f"layers to perforate must be linear or all, got {self.scope!r}")
+            raise ConfigError(f"layers to perforate must be linear or all, got {self.scope!r}")
         if self.init_mult <= 0:
-            raise ValueError("init multiplier must be > 0")
+            raise ConfigError("init multiplier must be > 0")
 
 
 def wrap_layers(net: nn.Module, scope: Scope, activation: Activation, init_mult: float) -> dict[str, DendriticLayer]:
@@ -74,21 +77,22 @@ class DendriticModel(nn.Module):
     """A network plus its dendrites, phase schedule, best checkpoint, optimizer and LR scheduler."""
 
     def __init__(self, net: nn.Module, cfg: PBConfig = PBConfig(), make_optimizer: OptimizerFactory | None = None,
-                 schedule: ScheduleConfig | None = None, make_scheduler: SchedulerFactory | None = None):
+                 schedule: ScheduleConfig | None = None, make_scheduler: SchedulerFactory | None = None,
+                 fused: bool = True):
         super().__init__()
         cfg.validate()
-        schedule = schedule or ScheduleConfig(mode=cfg.mode)
-        if schedule.mode != cfg.mode:
-            raise ValueError(f"schedule mode {schedule.mode!r} differs from PB mode {cfg.mode!r}")
         self.cfg = cfg
         self.net = net
-        self.schedule = PhaseSchedule(schedule)
+        self.schedule = PhaseSchedule(schedule or ScheduleConfig(), cfg.mode)  # the mode lives in PBConfig
         self.make_optimizer = make_optimizer or (lambda ps: torch.optim.Adam(ps, lr=1e-3))
         self.make_scheduler = make_scheduler
         self.layers: dict[str, DendriticLayer] = (
             {} if cfg.mode == "traditional" else wrap_layers(net, cfg.scope, cfg.activation, cfg.init_mult))
+        # fused: train with ops.py's hand-written backward (Tape and fused layer op); False: plain autograd
+        self.fused = fused
         for layer in self.layers.values():
             layer.perforated = cfg.mode == "cc"
+            layer.fused = fused
         self.best_state: dict[str, torch.Tensor] = copy.deepcopy(self.state_dict())
         # best checkpoint per dendrite count, so the same net without (or with fewer) dendrites can be
         # exported and compared: {k: (validation score, state_dict)}
@@ -119,7 +123,7 @@ class DendriticModel(nn.Module):
         """One batch. Neuron phase: ordinary backprop. Dendrite phase: the task loss's backward only
         captures each neuron's error; the candidates then step on the correlation surrogate loss.
         Returns the detached task loss and logits (no host sync), e.g. for training accuracy."""
-        fused = getattr(self.net, "cross_entropy_step", None)  # KWSNet's autograd-free pass (same maths)
+        fused = getattr(self.net, "cross_entropy_step", None) if self.fused else None  # KWSNet's autograd-free pass
         done = fused(x, y) if fused is not None and loss_fn is nn.functional.cross_entropy else None
         if done is None or self.phase is Phase.DENDRITE:  # (the fused pass sets the network's grads itself)
             self.optimizer.zero_grad(set_to_none=True)

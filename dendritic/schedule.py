@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
+from .errors import ConfigError
+
 Mode = Literal["traditional", "gd", "cc"]
+MODES: tuple[Mode, ...] = ("traditional", "gd", "cc")
 
 
 class Phase(str, Enum):
@@ -34,7 +37,8 @@ class Action(str, Enum):
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    mode: Mode = "cc"
+    """When to grow and stop. The mode (traditional, gd, cc) is PBConfig's, passed to PhaseSchedule."""
+
     max_dendrites: int = 2
     switch_patience: int = 10  # neuron-phase epochs without improvement before dendrites are added
     improvement_threshold: float = 1e-4  # relative gain a validation score needs to count as better
@@ -44,16 +48,14 @@ class ScheduleConfig:
     early_stopping_patience: int = 15  # traditional mode: plain early stopping
 
     def validate(self) -> None:
-        if self.mode not in ("traditional", "gd", "cc"):
-            raise ValueError(f"model format must be traditional, gd or cc, got {self.mode!r}")
         for name in ("max_dendrites", "max_tries"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name.replace('_', ' ')} must be >= 0")
+                raise ConfigError(f"{name.replace('_', ' ')} must be >= 0")
         for name in ("switch_patience", "dendrite_patience", "max_dendrite_epochs", "early_stopping_patience"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', ' ')} must be >= 1")
+                raise ConfigError(f"{name.replace('_', ' ')} must be >= 1")
         if not 0 <= self.improvement_threshold < 1:
-            raise ValueError("improvement threshold must be in [0, 1)")
+            raise ConfigError("improvement threshold must be in [0, 1)")
 
 
 @dataclass
@@ -67,9 +69,12 @@ class Decision:
 class PhaseSchedule:
     """Tracks validation scores (higher is better) and correlation gains; returns what to do next."""
 
-    def __init__(self, cfg: ScheduleConfig):
+    def __init__(self, cfg: ScheduleConfig, mode: Mode = "cc"):
         cfg.validate()
+        if mode not in MODES:
+            raise ConfigError(f"model format must be {', '.join(MODES)}, got {mode!r}")
         self.cfg = cfg
+        self.mode = mode
         self.phase = Phase.NEURON
         self.dendrites = 0  # dendrite count of the architecture being trained
         self.best_dendrites = 0  # dendrite count of the global-best checkpoint
@@ -101,10 +106,10 @@ class PhaseSchedule:
         else:
             self.stale_epochs += 1
         cfg = self.cfg
-        patience = cfg.early_stopping_patience if cfg.mode == "traditional" else cfg.switch_patience
+        patience = cfg.early_stopping_patience if self.mode == "traditional" else cfg.switch_patience
         if self.stale_epochs < patience:
             return Decision(Action.CONTINUE, new_best, cycle_best=cycle_best)
-        if cfg.mode == "traditional":
+        if self.mode == "traditional":
             return self._stop(new_best)
         retry = not self.cycle_set_best
         if retry:
@@ -117,7 +122,7 @@ class PhaseSchedule:
                 return self._stop(new_best)
         # Grow from the best checkpoint: its architecture plus one dendrite set.
         self.dendrites = self.best_dendrites
-        if cfg.mode == "gd":
+        if self.mode == "gd":
             self._start_cycle()
             return Decision(Action.ADD_DENDRITES, new_best, retry)
         self.phase = Phase.DENDRITE

@@ -58,7 +58,7 @@ def _torch_reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
     try:
         return _probs(model, x)
     except RuntimeError as e:
-        raise ExportError(f"model rejects check rows of shape {x.shape}: {first_line(e)}") from e
+        raise ExportError(f"model rejects check rows of shape {x.shape}: {first_line(e, typed=True)}") from e
     finally:
         model.train(was_training)
 

@@ -45,7 +45,7 @@ def export_onnx(model: nn.Module, path: Path, n_features: int) -> Path:
     try:
         onnx.checker.check_model(m, full_check=True)
     except onnx.checker.ValidationError as e:
-        raise ExportError(f"ONNX checker rejected {path.name}: {first_line(e)}") from e
+        raise ExportError(f"ONNX checker rejected {path.name}: {first_line(e, typed=True)}") from e
     check_onnx_io(m, n_features)
     return path
 

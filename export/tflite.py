@@ -65,7 +65,7 @@ def convert_tflite(onnx_path: Path, out_dir: Path, x_calib: np.ndarray) -> tuple
             step = "int8 quantization"
             (out_dir / INT8_NAME).write_bytes(_quantize_int8(tf_dir, x_calib))
     except (Exception, SystemExit) as e:  # onnx2tf calls sys.exit on some conversion errors
-        err = ExportError(f"{step} failed: {first_line(e)}")
+        err = ExportError(f"{step} failed: {first_line(e, typed=True)}")
         err.add_note("converter log (tail):\n" + "".join(log)[-4000:])
         raise err from e
     return out_dir / FLOAT_NAME, out_dir / INT8_NAME

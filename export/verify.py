@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dendritic.errors import ProjectError, first_line
+
 from .runtime import litert_int8_predict, litert_interpreter, tflm_predict
 
 PARITY_TOL = 1e-4  # float artifacts vs torch, on softmax outputs
@@ -36,14 +38,8 @@ TFLM_OPS = frozenset({
 })
 
 
-class ExportError(RuntimeError):
+class ExportError(ProjectError, RuntimeError):
     """An export or verification step failed; the message is one line naming the problem."""
-
-
-def first_line(e: BaseException) -> str:
-    """The first non-empty line of an exception, with its type: enough to name a failure in one line."""
-    lines = [ln for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0].strip() if lines else ''}".rstrip(": ")
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -96,7 +92,7 @@ def check_tflm(int8_path: Path, x_int8: np.ndarray) -> dict[str, float]:
     try:
         tflm = tflm_predict(int8_path, x_int8)
     except Exception as e:  # TFLM raises RuntimeError on unsupported ops / per-channel FC
-        raise ExportError(f"TFLite Micro cannot run {Path(int8_path).name}: {first_line(e)}") from e
+        raise ExportError(f"TFLite Micro cannot run {Path(int8_path).name}: {first_line(e, typed=True)}") from e
     ref = litert_int8_predict(int8_path, x_int8)
     diff = np.abs(tflm.astype(np.int32) - ref.astype(np.int32))
     stats = {"tflm_max_lsb": int(diff.max()), "tflm_mean_lsb": float(diff.mean()),

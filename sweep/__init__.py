@@ -5,7 +5,7 @@
 
 Modules: space (what is searched and how it maps to block flags), budget (size bound before training),
 study (storage, sampler, retry bookkeeping), worker (trial objective, worker loop), report (trials.csv,
-pareto.png, frontier.md). The sweep only drives the block's own training code (train.configs + fit).
+pareto.png, frontier.md). The sweep only drives the block's own training code (block.configs.run_config + dendritic.trainer.fit).
 """
 
 from __future__ import annotations

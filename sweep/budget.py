@@ -90,14 +90,12 @@ class SizePlan:
     flash_kb: float  # estimated int8 file size at that dendrite count
 
 
-def plan(net_cfg, pb_cfg, sched_cfg, train_cfg, budget: Budget) -> SizePlan:
-    """Size bound of the model `fit` would train from these configs, capped to the budget."""
-    import torch
-
+def plan(run, budget: Budget) -> SizePlan:
+    """Size bound of the model `fit` would train from this RunConfig, capped to the budget."""
     from dendritic.trainer import build_model
 
-    model = build_model(net_cfg, pb_cfg, sched_cfg, train_cfg, torch.device("cpu"))
-    k_max = sched_cfg.max_dendrites if pb_cfg.mode != "traditional" else 0
+    model = build_model(run, "cpu")
+    k_max = run.schedule.max_dendrites if run.mode != "traditional" else 0
 
     def size(k: int) -> tuple[int, float]:
         return model.deployed_params(k), flash_bytes(model, k) / 1024

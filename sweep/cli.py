@@ -144,15 +144,15 @@ def check_block_flags(argv: list[str]):
 
 
 def run(opts: argparse.Namespace, extra: list[str]) -> int:
-    import train
     from block.data import load_ei_data
+    from export.staging import writable_out_dir
 
     from .budget import Budget
     from .report import pick_best, write_reports
     from .study import SweepSampler, check_url, open_storage, open_study, redact, storage_url
     from .worker import Runner, work
 
-    out = train.writable_out_dir(opts.out_directory)
+    out = writable_out_dir(opts.out_directory)
     url = storage_url(opts.storage, out)
     check_url(url)
     base = block_argv(opts, out, extra)
@@ -221,17 +221,11 @@ def run(opts: argparse.Namespace, extra: list[str]) -> int:
     if not opts.export_best:
         return 0
     from block.params import parse_args
+    from block.pipeline import run as run_block
 
     best_out = out / "best"
     log(f"export-best: retraining trial {best['number']} with train.py's pipeline into {best_out}")
-    return train.run(parse_args(block_argv(opts, best_out, extra) + best["argv"].split()))
-
-
-def _error_line(e: Exception) -> str:
-    from .study import first_line
-
-    expected = isinstance(e, (ValueError, OSError, RuntimeError))  # SweepError, DataError, ExportError
-    return first_line(e) if expected else f"internal error {type(e).__name__}: {first_line(e)}"
+    return run_block(parse_args(block_argv(opts, best_out, extra) + best["argv"].split()), log=log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,5 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the contract: one readable line, never a traceback
         if os.environ.get("DENDRITIC_DEBUG"):
             raise
-        print(f"ERR: {_error_line(e)}", file=sys.stderr, flush=True)
+        from dendritic.errors import error_line
+
+        print(f"ERR: {error_line(e)}", file=sys.stderr, flush=True)
         return stage

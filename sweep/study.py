@@ -25,6 +25,8 @@ import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from dendritic.errors import ProjectError, first_line
+
 from .space import FORMATS
 
 DIRECTIONS = ("maximize", "minimize")  # validation accuracy up, deployed params down
@@ -42,7 +44,7 @@ def quiet():
         yield
 
 
-class SweepError(ValueError):
+class SweepError(ProjectError, ValueError):
     """A bad sweep input or setting, reported as one `ERR:` line."""
 
 
@@ -238,8 +240,3 @@ def tally(trials: list[FrozenTrial]) -> Tally:
             }[trial.state]
             setattr(t, name, getattr(t, name) + 1)
     return t
-
-
-def first_line(e: BaseException) -> str:
-    text = " ".join(str(e).strip().splitlines()[:1]) or type(e).__name__
-    return text[:300]

@@ -1,7 +1,7 @@
 """One sweep worker: the trial objective and the loop that runs trials until the study has enough.
 
 A trial is the block's own training: its values become block flags, `block.params.parse_args` and
-`train.configs` turn them into configs exactly as for `train.py`, and `dendritic.trainer.fit` trains. The
+`block.configs.run_config` turn them into one RunConfig exactly as for `train.py`, and `dendritic.trainer.fit` trains. The
 sweep adds only the size budget (checked before training), a time cap, and bookkeeping.
 """
 
@@ -52,9 +52,9 @@ class Runner:
         return parse_args(self.base_argv + space.to_argv(hp, max_dendrites))
 
     def configs(self, args):
-        import train
+        from block.configs import run_config
 
-        return train.configs(args, self.data.n_features, self.data.n_classes)
+        return run_config(args, self.data.n_features, self.data.n_classes)
 
     def check_budget(self) -> None:
         """Fail at once when no architecture of the space fits the budget (else every trial is pruned)."""
@@ -70,7 +70,7 @@ class Runner:
         }  # one dendrite, linear layers only
         smallest = None
         for arch in space.arch_grid():
-            size = plan(*self.configs(self.block_args(arch | cheapest)), self.budget)
+            size = plan(self.configs(self.block_args(arch | cheapest)), self.budget)
             if size.max_dendrites is not None and (fmt == "traditional" or size.max_dendrites >= 1):
                 return
             smallest = min(smallest or size.base_params, size.base_params)
@@ -103,11 +103,11 @@ class Runner:
         return result
 
     def _run(self, trial: optuna.Trial, hp: space.HParams) -> tuple[float, float]:
-        from dendritic.trainer import Splits, TimeLimitError, fit
+        from dendritic.trainer import TimeLimitError, fit
 
         args = self.block_args(hp)
-        cfgs = self.configs(args)
-        size = plan(*cfgs, self.budget)
+        cfg = self.configs(args)
+        size = plan(cfg, self.budget)
         trial.set_user_attr("base_params", size.base_params)
         dendritic = hp["model_format"] != "traditional"
         if size.max_dendrites is None:
@@ -121,19 +121,17 @@ class Runner:
             )
         if dendritic and size.max_dendrites < hp["max_dendrites"]:
             args = self.block_args(hp, size.max_dendrites)
-            cfgs = self.configs(args)
+            cfg = self.configs(args)
         trial.set_user_attr("max_dendrites_used", size.max_dendrites)
         trial.set_user_attr("bound_params", size.bound_params)
         trial.set_user_attr("flash_kb_bound", round(size.flash_kb, 2))
         trial.set_user_attr("argv", space.to_argv(hp, size.max_dendrites if dendritic else None))
 
-        net_cfg, pb_cfg, sched_cfg, train_cfg = cfgs
-        train_cfg = replace(train_cfg, max_seconds=self._time_cap())
+        cfg = replace(cfg, train=replace(cfg.train, max_seconds=self._time_cap()))
         d = self.data
-        splits = Splits(d.x_train, d.y_train, d.x_val, d.y_val, d.x_holdout, d.y_holdout)
         with self._trial_log(trial.number) as fit_log:
             try:
-                result = fit(net_cfg, pb_cfg, sched_cfg, train_cfg, splits, fit_log)
+                result = fit(cfg, d.splits(), fit_log)
             except TimeLimitError as e:
                 raise optuna.TrialPruned(f"too slow for the trial time cap: {first_line(e)}") from None
         model = result.model.eval()

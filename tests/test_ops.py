@@ -169,12 +169,12 @@ def test_tape_feeds_cc_candidates_like_the_autograd_path():
     net.train()
 
     def candidate_grads() -> list[torch.Tensor]:
-        cands = [p for layer in layers for p in [*layer.candidate.parameters(), layer.candidate_cascade]]
+        cands = [p for layer in layers for p in layer.candidate.parameters()]
         for p in cands:
             p.grad = None
         cc.candidate_backward(layers)
         for layer in layers:
-            layer.cc_state.batches = 0
+            layer.candidate.batches = 0
         return [p.grad.clone() for p in cands]
 
     nn.functional.cross_entropy(net(x), y).backward()  # reference ops (a candidate is present)

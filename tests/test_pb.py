@@ -60,7 +60,7 @@ def test_cc_install_preserves_the_function():
     before = layer(x)
     cc.begin_candidates([layer][0])
     with torch.no_grad():
-        layer.candidate_cascade.fill_(0.3)
+        layer.candidate.cascade.fill_(0.3)
     layer.train()
     # a candidate is not wired into y (the candidate phase runs the reference ops, the rest the fused op:
     # equal up to float rounding)
@@ -75,7 +75,7 @@ def _net_grads(perforated_dendrites: int, seed: int = 0) -> dict[str, torch.Tens
     """Gradients of the first conv's neuron weights, with k installed CC dendrites in every layer."""
     torch.manual_seed(seed)
     net = KWSNet(preset("ei-default", 650, 3, dropout=0.0))
-    dm = DendriticModel(net, PBConfig(mode="cc"), schedule=ScheduleConfig(mode="cc"))
+    dm = DendriticModel(net, PBConfig(mode="cc"), schedule=ScheduleConfig())
     torch.manual_seed(1)
     for layer in dm.layers.values():
         for _ in range(perforated_dendrites):
@@ -123,7 +123,7 @@ def test_cc_correlation_rises_on_a_learnable_residual():
     net = nn.Sequential(nn.Linear(4, 1))
     dm = DendriticModel(net, PBConfig(mode="cc", scope="linear", init_mult=0.1),
                         lambda ps: torch.optim.Adam(ps, lr=0.05),
-                        ScheduleConfig(mode="cc", switch_patience=1, dendrite_patience=100,
+                        ScheduleConfig(switch_patience=1, dendrite_patience=100,
                                        max_dendrite_epochs=100, improvement_threshold=0.5))
     dm.train()
     for _ in range(200):  # neuron phase: fit the linear part
@@ -136,7 +136,7 @@ def test_cc_correlation_rises_on_a_learnable_residual():
     for epoch in range(30):
         for i in range(0, 512, 64):
             dm.training_step(x[i:i + 64], target[i:i + 64], nn.functional.mse_loss)
-        scores.append(float((layer.cc_state.epoch_sum / layer.cc_state.batches).abs().mean()))
+        scores.append(float((layer.candidate.epoch_sum / layer.candidate.batches).abs().mean()))
         dm.end_epoch()
     assert scores[0] < 0.1 and scores[-1] > 0.5, scores
     assert all(b >= a - 1e-3 for a, b in pairwise(scores)), scores  # rises steadily
@@ -168,9 +168,9 @@ def test_closed_form_correlation_gradient_matches_autograd(shape):
     assert torch.equal(scaled[:, 0], torch.zeros_like(scaled[:, 0]))
 
 
-def run_script(cfg: ScheduleConfig, scores: list[float], corr_gains: list[bool] | None = None) -> list[str]:
+def run_script(mode: str, cfg: ScheduleConfig, scores: list[float], corr_gains: list[bool] | None = None) -> list[str]:
     """Drive a PhaseSchedule with scripted validation scores; dendrite phases consume corr_gains."""
-    s = PhaseSchedule(cfg)
+    s = PhaseSchedule(cfg, mode)
     gains = iter(corr_gains or [])
     events, it = [], iter(scores)
     while not s.done:
@@ -187,47 +187,47 @@ def run_script(cfg: ScheduleConfig, scores: list[float], corr_gains: list[bool] 
 
 
 def test_schedule_traditional_is_early_stopping():
-    cfg = ScheduleConfig(mode="traditional", early_stopping_patience=3)
-    assert run_script(cfg, [0.5, 0.6, 0.6, 0.6, 0.6, 0.9]) == ["stop->0"]
+    mode, cfg = "traditional", ScheduleConfig(early_stopping_patience=3)
+    assert run_script(mode, cfg, [0.5, 0.6, 0.6, 0.6, 0.6, 0.9]) == ["stop->0"]
 
 
 def test_schedule_gd_adds_until_max_then_stops():
-    cfg = ScheduleConfig(mode="gd", max_dendrites=2, switch_patience=2)
+    mode, cfg = "gd", ScheduleConfig(max_dendrites=2, switch_patience=2)
     scores = [0.5, 0.6, 0.6, 0.6,  # k=0 plateaus -> add
               0.7, 0.7, 0.7,  # k=1 beats 0.6 -> add
               0.8, 0.8, 0.8]  # k=2 beats 0.7, at max -> stop
-    assert run_script(cfg, scores) == ["add_dendrites->1", "add_dendrites->2", "stop->2"]
+    assert run_script(mode, cfg, scores) == ["add_dendrites->1", "add_dendrites->2", "stop->2"]
 
 
 def test_schedule_cc_dendrite_phase_ends_on_correlation_plateau():
-    cfg = ScheduleConfig(mode="cc", max_dendrites=1, switch_patience=2, dendrite_patience=2)
-    events = run_script(cfg, [0.5, 0.5, 0.5, 0.7, 0.7, 0.7], corr_gains=[True, True, False, False])
+    mode, cfg = "cc", ScheduleConfig(max_dendrites=1, switch_patience=2, dendrite_patience=2)
+    events = run_script(mode, cfg, [0.5, 0.5, 0.5, 0.7, 0.7, 0.7], corr_gains=[True, True, False, False])
     assert events == ["start_dendrite_phase->0", "install_dendrites->1", "stop->1"]
 
 
 def test_schedule_retries_then_reverts_to_best():
-    cfg = ScheduleConfig(mode="gd", max_dendrites=3, switch_patience=2, max_tries=2)
+    mode, cfg = "gd", ScheduleConfig(max_dendrites=3, switch_patience=2, max_tries=2)
     scores = [0.8, 0.8, 0.8,  # k=0 best 0.8 -> add
               0.7, 0.7, 0.7,  # k=1 never beats 0.8 -> retry from k=0
               0.79, 0.79, 0.79,  # retry 1 fails
               0.75, 0.75, 0.75]  # retry 2 fails -> stop at best (k=0)
-    events = run_script(cfg, scores)
+    events = run_script(mode, cfg, scores)
     assert events == ["add_dendrites->1", "add_dendrites(retry)->1", "add_dendrites(retry)->1", "stop->0"]
 
 
 def test_schedule_successful_retry_resets_tries():
-    cfg = ScheduleConfig(mode="gd", max_dendrites=2, switch_patience=1, max_tries=1)
+    mode, cfg = "gd", ScheduleConfig(max_dendrites=2, switch_patience=1, max_tries=1)
     scores = [0.8, 0.8,  # k=0 -> add
               0.7, 0.7,  # k=1 fails -> retry
               0.9, 0.9,  # retry beats -> add k=2
               0.85, 0.85]  # k=2 fails, tries reset so one more retry
-    events = run_script(cfg, scores + [0.95, 0.95])
+    events = run_script(mode, cfg, scores + [0.95, 0.95])
     assert events == ["add_dendrites->1", "add_dendrites(retry)->1", "add_dendrites->2",
                       "add_dendrites(retry)->2", "stop->2"]
 
 
 def test_schedule_improvement_threshold_is_relative():
-    s = PhaseSchedule(ScheduleConfig(mode="gd", improvement_threshold=0.01))
+    s = PhaseSchedule(ScheduleConfig(improvement_threshold=0.01), "gd")
     assert s.beats(0.5, -math.inf)
     assert not s.beats(0.504, 0.5) and s.beats(0.506, 0.5)
 
@@ -235,7 +235,7 @@ def test_schedule_improvement_threshold_is_relative():
 def _trained_dm(k: int) -> DendriticModel:
     torch.manual_seed(0)
     dm = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="gd"),
-                        schedule=ScheduleConfig(mode="gd"))
+                        schedule=ScheduleConfig())
     for layer in dm.layers.values():
         for _ in range(k):
             layer.add_dendrite()
@@ -250,7 +250,7 @@ def test_state_dict_round_trip_with_k_dendrites(tmp_path, k):
     src = _trained_dm(k)
     torch.save(src.state_dict(), tmp_path / "m.pt")
     dst = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="gd"),
-                         schedule=ScheduleConfig(mode="gd")).eval()
+                         schedule=ScheduleConfig()).eval()
     dst.load_state_dict(torch.load(tmp_path / "m.pt"))
     assert dst.num_dendrites == k
     x = torch.randn(5, 650)
@@ -271,7 +271,7 @@ def test_param_counts_match_the_deployment_formula(k):
 
 def test_linear_scope_wraps_only_linear_layers():
     dm = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="cc", scope="linear"),
-                        schedule=ScheduleConfig(mode="cc"))
+                        schedule=ScheduleConfig())
     assert list(dm.layers) == ["linears.0"]
     assert all(isinstance(c, nn.Conv1d) for c in dm.net.convs)
 
@@ -279,7 +279,7 @@ def test_linear_scope_wraps_only_linear_layers():
 def test_restructure_rebuilds_optimizer_and_reverts_to_best():
     torch.manual_seed(0)
     dm = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="gd"),
-                        lambda ps: torch.optim.SGD(ps, lr=0.1), ScheduleConfig(mode="gd", switch_patience=1))
+                        lambda ps: torch.optim.SGD(ps, lr=0.1), ScheduleConfig(switch_patience=1))
     opt = dm.optimizer
     x, y = torch.randn(32, 650), torch.randint(0, 3, (32,))
     dm.train()
@@ -298,25 +298,25 @@ def test_restructure_rebuilds_optimizer_and_reverts_to_best():
 def test_dendrite_phase_trains_only_candidates():
     torch.manual_seed(0)
     dm = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="cc"),
-                        schedule=ScheduleConfig(mode="cc", switch_patience=1))
+                        schedule=ScheduleConfig(switch_patience=1))
     dm.train()
     x, y = torch.randn(32, 650), torch.randint(0, 3, (32,))
     dm.end_epoch(0.5)
     assert dm.end_epoch(0.5).action is Action.START_DENDRITE_PHASE
     before = {k: v.clone() for k, v in dm.net.state_dict().items() if "candidate" not in k}
-    cand = [layer.candidate.weight.clone() for layer in dm.layers.values()]
+    cand = [layer.candidate.module.weight.clone() for layer in dm.layers.values()]
     for _ in range(3):
         dm.training_step(x, y, nn.functional.cross_entropy)
     for k, v in before.items():
         torch.testing.assert_close(dm.net.state_dict()[k], v, rtol=0, atol=0)
-    assert all(not torch.equal(c, layer.candidate.weight) for c, layer in zip(cand, dm.layers.values()))
+    assert all(not torch.equal(c, layer.candidate.module.weight) for c, layer in zip(cand, dm.layers.values()))
 
 
 @pytest.mark.parametrize("update", [True, False])
 def test_installed_cc_dendrites_freeze_or_fine_tune(update):
     torch.manual_seed(0)
     dm = DendriticModel(KWSNet(preset("ei-default", 650, 3)), PBConfig(mode="cc", dendrite_update=update),
-                        schedule=ScheduleConfig(mode="cc", switch_patience=1, dendrite_patience=1))
+                        schedule=ScheduleConfig(switch_patience=1, dendrite_patience=1))
     x, y = torch.randn(32, 650), torch.randint(0, 3, (32,))
     dm.train()
     dm.end_epoch(0.5)

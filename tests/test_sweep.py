@@ -83,8 +83,8 @@ def test_sqlite_study_resumes_and_adds_up(data_dir: Path, tmp_path: Path, capsys
 
 
 def test_budget_caps_dendrites_before_training() -> None:
+    from block.configs import run_config as configs
     from block.params import parse_args
-    from train import configs
 
     hp = {
         "model_format": "gd",
@@ -104,17 +104,17 @@ def test_budget_caps_dendrites_before_training() -> None:
         "perforate": "all",
     }
     cfgs = configs(parse_args(["--data-directory", "d", "--out-directory", "o", *space.to_argv(hp)]), 650, 3)
-    unlimited = budget.plan(*cfgs, budget.Budget())
+    unlimited = budget.plan(cfgs, budget.Budget())
     assert unlimited.base_params == 1347 and unlimited.max_dendrites == 4  # ei-default-sized base
     two = budget.plan(
-        *cfgs, budget.Budget(4122)
+        cfgs, budget.Budget(4122)
     )  # 2 dendrites on every layer, U counted: 4,122 (bench/RESULTS.md)
     assert (two.max_dendrites, two.bound_params) == (2, 4122)
-    assert budget.plan(*cfgs, budget.Budget(4121)).max_dendrites == 1
-    assert budget.plan(*cfgs, budget.Budget(1346)).max_dendrites is None
+    assert budget.plan(cfgs, budget.Budget(4121)).max_dendrites == 1
+    assert budget.plan(cfgs, budget.Budget(1346)).max_dendrites is None
     full_kb = unlimited.flash_kb  # estimated int8 file at 4 dendrites
-    assert budget.plan(*cfgs, budget.Budget(max_flash_kb=full_kb)).max_dendrites == 4
-    half = budget.plan(*cfgs, budget.Budget(max_flash_kb=full_kb / 2))
+    assert budget.plan(cfgs, budget.Budget(max_flash_kb=full_kb)).max_dendrites == 4
+    half = budget.plan(cfgs, budget.Budget(max_flash_kb=full_kb / 2))
     assert half.max_dendrites is not None and half.max_dendrites < 4 and half.flash_kb <= full_kb / 2
 
 
@@ -217,10 +217,10 @@ def test_studio_hook_searches_then_returns_best_args(data_dir: Path) -> None:
     assert chosen.model_preset == "custom" and chosen.epochs == 1 and chosen.max_params == 3000
     assert 0 < data2.max_training_seconds < data.max_training_seconds == 3600
     assert sum(line.startswith("trial ") and "params" in line and "pruned" not in line for line in lines) == 3
-    from train import configs
+    from block.configs import run_config as configs
 
     assert (
-        budget.plan(*configs(chosen, data.n_features, data.n_classes), budget.Budget()).bound_params <= 3000
+        budget.plan(configs(chosen, data.n_features, data.n_classes), budget.Budget()).bound_params <= 3000
     )
     # A limit too short for any trial: the search stops launching trials and says so in one line.
     data.info["maxTrainingTimeSeconds"] = 1

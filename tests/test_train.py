@@ -12,7 +12,8 @@ import train
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo" / "data"
-ARTIFACTS = {"model.onnx", "model.tflite", "model_quantized_int8_io.tflite", "metrics.json", "training.png"}
+ARTIFACTS = {"model.onnx", "model.tflite", "model_quantized_int8_io.tflite", "metrics.json", "training.png",
+             "model.pt"}
 
 
 def argv(out: Path, *extra: str) -> list[str]:

@@ -1,0 +1,38 @@
+"""Block arguments (block/params.py) -> the library's typed configs, as one `RunConfig`.
+
+Kept apart from params.py so that `train.py --help` never imports torch: this module imports the library.
+"""
+from __future__ import annotations
+
+from argparse import Namespace
+from dataclasses import replace
+
+from dendritic import PBConfig, ScheduleConfig, preset
+from dendritic.model import NetConfig
+from dendritic.trainer import RunConfig, TrainConfig
+
+
+def run_config(args: Namespace, n_features: int, n_classes: int, max_seconds: float | None = None) -> RunConfig:
+    """Map the block arguments onto one RunConfig; `max_seconds` is EI's compute limit, when given."""
+    common = {"dropout": args.dropout, "noise_std": args.input_noise}
+    if args.model_preset == "custom":
+        net = NetConfig(n_features=n_features, n_classes=n_classes, n_coeffs=args.mfcc_coefficients,
+                        conv_type=args.conv_type, conv_layers=args.conv_layers, width=args.conv_width,
+                        growth=args.width_growth, kernel_size=args.kernel_size, linear_layers=args.linear_layers,
+                        linear_width=args.linear_width, **common)
+    else:
+        net = preset(args.model_preset, n_features, n_classes, args.mfcc_coefficients, **common)
+    pb = PBConfig(mode=args.model_format, scope=args.perforate, activation=args.dendrite_activation,
+                  init_mult=args.init_multiplier, dendrite_update=args.dendrite_update)
+    sched = ScheduleConfig(max_dendrites=args.max_dendrites, switch_patience=args.switch_patience,
+                           improvement_threshold=args.improvement_threshold,
+                           dendrite_patience=args.dendrite_patience, max_tries=args.max_dendrite_tries,
+                           early_stopping_patience=args.early_stopping_patience)
+    train = TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                        lr_patience=args.lr_patience, seed=args.seed, max_seconds=max_seconds)
+    return RunConfig(net, pb, sched, train)
+
+
+def with_max_dendrites(run: RunConfig, k: int) -> RunConfig:
+    """The same run with at most k dendrites per neuron (a size budget's cap)."""
+    return replace(run, schedule=replace(run.schedule, max_dendrites=k))

@@ -1,0 +1,58 @@
+"""Re-export a trained model without training: `python -m export OUT/model.pt --out-directory DIR`.
+
+Writes the same three files as the block (model.onnx, model.tflite, model_quantized_int8_io.tflite)
+through the same fold -> ONNX -> TFLite -> verify path (export/checkpoint.py). The int8 calibration rows
+are the training run's, stored in model.pt; `--data-directory D` calibrates on D's validation split
+(X_split_test.npy, first 1,000 rows) instead. Exit codes: 0 done, 1 bad input or failed check, 2 bad flags.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+CALIBRATION_ROWS = 1000  # as the block: at most the first 1,000 validation rows
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="model.pt written by train.py into its out directory")
+    p.add_argument("--out-directory", required=True, help="where the three model files are written")
+    p.add_argument("--data-directory", help="EI data directory whose validation split calibrates int8 "
+                                            "(default: the rows stored in model.pt)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = parse(argv)
+    from dendritic.errors import error_line
+
+    try:
+        from .checkpoint import export_checkpoint
+        from .staging import staged, writable_out_dir
+
+        out = writable_out_dir(args.out_directory)
+        calib = None
+        if args.data_directory:
+            from block.data import load_ei_data
+
+            calib = load_ei_data(args.data_directory).x_val[:CALIBRATION_ROWS]
+        with staged(out) as tmp:
+            ckpt, report = export_checkpoint(args.model, tmp, calib)
+        print(f"exported {ckpt.model.deployed_params()} params, {ckpt.model.num_dendrites} dendrites, "
+              f"classes {ckpt.classes}: " + ", ".join(f"{k} ({v:,} B)" for k, v in report["files"].items())
+              + f" in {out}", flush=True)
+        return 0
+    except KeyboardInterrupt:
+        print("ERR: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as e:
+        if os.environ.get("DENDRITIC_DEBUG"):
+            raise
+        print(f"ERR: {error_line(e)}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
