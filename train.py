@@ -18,10 +18,13 @@ def log(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from block.params import parse_args
+    from block.params import defaults_note, parse_args
 
     args = parse_args(argv)
     log("arguments: " + " ".join(f"{k}={v}" for k, v in sorted(vars(args).items())))
+    note = defaults_note(args)  # the EI runner passes its own epochs and learning rate: say so
+    if note:
+        log(note)
     try:
         from block.pipeline import run
 

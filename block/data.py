@@ -9,12 +9,23 @@ instead of a traceback.
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dendritic.errors import ProjectError
+
+# No feature extractor produces |x| > 1e6: such values are garbage (overflow, wrong dtype, unit mix-up), and
+# they pass the finiteness check only to train to chance. EI's MFCC features are z-scores (cepstral mean and
+# variance normalisation) within about ±10; every shipped dataset in ../shared/data stays within ±7.
+MAX_MAGNITUDE = 1e6
+# Above this the features are probably unscaled (raw int16 audio reaches 32767): a warning, not an error.
+UNSCALED_MAGNITUDE = 1000.0
+MFCC_RANGE = "Edge Impulse's MFCC features lie within about ±10"
 
 
 class DataError(ProjectError, ValueError):
@@ -33,6 +44,7 @@ class EIData:
     x_holdout: np.ndarray | None = None  # our local stand-in for Studio's Test set (never given by EI)
     y_holdout: np.ndarray | None = None
     info: dict = field(default_factory=dict)  # parsed train_input.json, {} when running locally
+    warnings: list[str] = field(default_factory=list)  # the warning lines load_ei_data reported
 
     @property
     def n_features(self) -> int:
@@ -118,24 +130,44 @@ def _check_class_count(labels: np.ndarray, width: int | None, n_classes: int, na
         )
 
 
-def _load_x(path: Path, n_coeffs: int) -> np.ndarray:
+def _load_x(path: Path, n_coeffs: int) -> tuple[np.ndarray, float]:
+    """float32 X and its largest |value|, after the shape, dtype and value checks."""
     x = _load_npy(path)
     if x.ndim != 2:
         raise DataError(f"{path}: X must be 2-D (samples, features), got shape {x.shape}")
     if x.dtype.kind not in "iuf":
         raise DataError(f"{path}: X must be numeric, got dtype {x.dtype}")
+    if x.shape[1] == 0:
+        raise DataError(
+            f"{path}: X has 0 features per row (shape {x.shape}); the processing block produced none"
+        )
     if x.shape[1] % n_coeffs:
         raise DataError(
             f"{path}: {x.shape[1]} features is not divisible by {n_coeffs} MFCC coefficients "
             f"(set mfcc-coefficients to the MFCC block's value)"
         )
     # A copy detaches from the memory map, so the array is writable for torch.from_numpy.
-    x = np.array(x, dtype=np.float32)
-    finite = np.isfinite(x)
-    if not finite.all():
-        row = int(np.flatnonzero(~finite.all(axis=1))[0])
-        raise DataError(f"{path}: X contains {int((~finite).sum())} NaN/inf values (first in row {row})")
-    return x
+    raw = x
+    with np.errstate(over="ignore"):  # float64 values beyond the float32 range become inf: handled below
+        x = np.array(raw, dtype=np.float32)
+    # One pass over the data: the per-row peak |x| is NaN for a row with a NaN, inf for one with an inf.
+    row_peak = np.abs(x).max(axis=1)
+    bad = ~np.isfinite(row_peak)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        if not np.isfinite(raw[row]).all():
+            raise DataError(
+                f"{path}: X contains {int((~np.isfinite(x)).sum())} NaN/inf values (first in row {row})"
+            )
+    huge = ~(row_peak <= MAX_MAGNITUDE)  # also the rows that overflowed float32 (finite in a float64 file)
+    if huge.any():
+        row = int(np.flatnonzero(huge)[0])
+        magnitude = float(np.abs(np.asarray(raw[row], dtype=np.float64)).max())
+        raise DataError(
+            f"{path}: row {row} has a feature of magnitude {magnitude:.3g} (> 1e6); "
+            f"features must be MFCC-scale numbers ({MFCC_RANGE})"
+        )
+    return x, float(row_peak.max()) if len(row_peak) else 0.0
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -148,15 +180,17 @@ def _load_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read .npy file: {_one_line(err)}") from None
 
 
-def _load_split(split: str, x_path: Path, y_path: Path, n_coeffs: int) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """One split: float32 X, decoded labels, one-hot width; shapes checked against each other."""
-    x = _load_x(x_path, n_coeffs)
+def _load_split(
+    split: str, x_path: Path, y_path: Path, n_coeffs: int
+) -> tuple[np.ndarray, np.ndarray, int | None, float]:
+    """One split: float32 X, decoded labels, one-hot width, peak |x|; shapes checked against each other."""
+    x, peak = _load_x(x_path, n_coeffs)
     y, width = _decode(_load_npy(y_path), str(y_path))
     if len(x) != len(y):
         raise DataError(f"length mismatch: {x_path} has {len(x)} rows but {y_path} has {len(y)}")
     if len(x) == 0:
         raise DataError(f"{x_path}: the {split} split is empty (0 rows)")
-    return x, y, width
+    return x, y, width, peak
 
 
 def load_info(path: Path) -> dict:
@@ -174,6 +208,12 @@ def load_info(path: Path) -> dict:
         not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes)
     ):
         raise DataError(f"{path}: train_input.json 'classes' must be a non-empty list of class names")
+    duplicates = [f"{name!r} ({n}x)" for name, n in Counter(classes or []).items() if n > 1]
+    if duplicates:
+        raise DataError(
+            f"{path}: train_input.json 'classes' has duplicate names: {', '.join(duplicates)}; "
+            f"every class needs a unique name"
+        )
     limit = info.get("maxTrainingTimeSeconds")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
         raise DataError(f"{path}: train_input.json 'maxTrainingTimeSeconds' must be a positive number, got {limit!r}")
@@ -183,21 +223,47 @@ def load_info(path: Path) -> dict:
     return info
 
 
+def _print_warning(message: str) -> None:
+    print(f"warning: {message}", flush=True)
+
+
+def _shape_size(text: object) -> int | None:
+    """How many features an `inputShapeString` such as "(650,)" or "(50, 13)" describes (None: unparsable)."""
+    dims = re.findall(r"\d+", text) if isinstance(text, str) else []
+    return int(np.prod([int(d) for d in dims])) if dims else None
+
+
+def _names(classes: list[str], indices: np.ndarray, limit: int = 5) -> str:
+    """The classes at `indices` for a one-line message: class 'a', or classes 'a', 'b' and 3 more."""
+    shown = ", ".join(repr(classes[int(i)]) for i in indices[:limit])
+    more = f" and {len(indices) - limit} more" if len(indices) > limit else ""
+    return f"class {shown}" if len(indices) == 1 else f"classes {shown}{more}"
+
+
 def load_ei_data(
     data_dir: str | Path,
     info_file: str | Path | None = None,
     holdout_dir: str | Path | None = None,
     n_coeffs: int = 13,
+    warn: Callable[[str], None] | None = None,
 ) -> EIData:
     """Load and validate an EI data directory (plus an optional holdout dir with X_test/Y_test.npy).
 
-    Class names come from `info_file`, else `<data_dir>/train_input.json`, else `class0..`.
+    Class names come from `info_file`, else `<data_dir>/train_input.json`, else `class0..`. Problems that
+    do not stop training (unscaled features, a class missing from the validation split, ...) are passed to
+    `warn` one line each (default: printed as `warning: ...` on stdout) and kept in `EIData.warnings`.
     """
+    warnings: list[str] = []
+
+    def warning(message: str) -> None:
+        warnings.append(message)
+        (warn or _print_warning)(message)
+
     data_dir = Path(data_dir)
     if n_coeffs < 1:
         raise DataError(f"mfcc-coefficients must be at least 1, got {n_coeffs}")
     if not data_dir.is_dir():
-        raise DataError(f"missing data directory: {data_dir}")
+        raise DataError(f"missing data directory: {data_dir} (set --data-directory)")
     info_path = Path(info_file) if info_file else data_dir / "train_input.json"
     if info_file and not info_path.is_file():
         raise DataError(f"missing file: {info_path} (train_input.json given by --info-file)")
@@ -211,33 +277,65 @@ def load_ei_data(
         splits["holdout"] = (Path(holdout_dir) / "X_test.npy", Path(holdout_dir) / "Y_test.npy")
     loaded = {name: _load_split(name, xp, yp, n_coeffs) for name, (xp, yp) in splits.items()}
 
-    x_train_path = splits["train"][0]
-    for name, (x, _, _) in loaded.items():
-        if x.shape[1] != loaded["train"][0].shape[1]:
+    x_train_path, y_train_path = splits["train"]
+    x_train, y_train = loaded["train"][:2]
+    for name, (x, _, _, _) in loaded.items():
+        if x.shape[1] != x_train.shape[1]:
             raise DataError(
-                f"feature count mismatch: {x_train_path} has {loaded['train'][0].shape[1]} features "
+                f"feature count mismatch: {x_train_path} has {x_train.shape[1]} features "
                 f"but {splits[name][0]} has {x.shape[1]}"
             )
+    if loaded["train"][3] == 0:
+        raise DataError(f"{x_train_path}: every feature is 0; the processing block produced no signal")
 
     if "classes" in info:
         classes, source = list(info["classes"]), f"{info_path} lists"
     else:
-        widths = [w for _, _, w in loaded.values() if w is not None]
-        n = widths[0] if widths else max(int(y.max()) for _, y, _ in loaded.values()) + 1
+        widths = [w for _, _, w, _ in loaded.values() if w is not None]
+        n = widths[0] if widths else max(int(y.max()) for _, y, _, _ in loaded.values()) + 1
         classes, source = [f"class{i}" for i in range(n)], "the training Y has"
-    for name, (_, y, width) in loaded.items():
+    for name, (_, y, width, _) in loaded.items():
         _check_class_count(y, width, len(classes), str(splits[name][1]), source)
 
-    present = np.unique(loaded["train"][1])
+    counts = np.bincount(y_train, minlength=len(classes))
+    present = np.flatnonzero(counts)
     if present.size < 2:
         raise DataError(
-            f"{splits['train'][1]}: the training data has a single class ({classes[int(present[0])]!r}); "
+            f"{y_train_path}: the training data has a single class ({classes[int(present[0])]!r}); "
             f"need at least 2"
         )
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        raise DataError(
+            f"{y_train_path}: no training samples for {_names(classes, empty)}, but {source} "
+            f"{len(classes)} classes; add training data or remove the label"
+        )
 
-    holdout = loaded.get("holdout", (None, None, None))
+    unscaled = [name for name, split in loaded.items() if split[3] > UNSCALED_MAGNITUDE]
+    if unscaled:
+        peak = max(loaded[name][3] for name in unscaled)
+        warning(
+            f"{', '.join(str(splits[name][0]) for name in unscaled)}: features reach magnitude {peak:.6g} "
+            f"(> {UNSCALED_MAGNITUDE:g}), which looks unscaled (raw audio or spectrogram values?); "
+            f"{MFCC_RANGE}, and unscaled features train slowly or not at all"
+        )
+    for name in ("validation", "holdout") if "holdout" in loaded else ("validation",):
+        missing = np.flatnonzero(np.bincount(loaded[name][1], minlength=len(classes)) == 0)
+        if missing.size:
+            warning(f"{splits[name][1]}: no {name} samples for {_names(classes, missing)}; "
+                    f"their {name} accuracy cannot be measured")
+    x_val = loaded["validation"][0]
+    if x_val.shape == x_train.shape and np.array_equal(x_val, x_train):
+        warning(f"{splits['validation'][0]} is identical to {x_train_path}: "
+                f"the validation accuracy will not show overfitting")
+    expected = _shape_size(info.get("inputShapeString"))
+    if expected is not None and expected != x_train.shape[1]:
+        warning(f"{info_path}: inputShapeString {info['inputShapeString']} describes {expected} features but "
+                f"{x_train_path} has {x_train.shape[1]}; is train_input.json from another impulse?")
+
+    holdout = loaded.get("holdout", (None, None, None, None))
     return EIData(
-        x_train=loaded["train"][0], y_train=loaded["train"][1],
-        x_val=loaded["validation"][0], y_val=loaded["validation"][1],
-        classes=classes, x_holdout=holdout[0], y_holdout=holdout[1], info=info,
+        x_train=x_train, y_train=y_train,
+        x_val=x_val, y_val=loaded["validation"][1],
+        classes=classes, x_holdout=holdout[0], y_holdout=holdout[1], info=info, warnings=warnings,
     )

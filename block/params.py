@@ -2,7 +2,8 @@
 
 Studio runs the image with `--data-directory`, `--out-directory`, `--info-file` and one `--<param> <value>`
 per parameters.json item (ei-contract §2.3, §3.1). EI's local runner adds flags of its own, so unknown
-arguments are ignored with a warning instead of failing the job.
+arguments are ignored with a warning instead of failing the job, and it passes no directories, so those
+default to where it mounts the data (see DATA_DIRECTORY).
 """
 from __future__ import annotations
 
@@ -13,6 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 PARAMETERS_JSON = Path(__file__).resolve().parent.parent / "parameters.json"
+# `edge-impulse-blocks runner` (edge-impulse-cli, cli/block-runner.ts, BlockRunnerTransferLearning) unzips
+# the project's exported block data into ./ei-block-data/<projectId>/ and runs
+#   docker run --rm -v $PWD/ei-block-data/<projectId>:/home <image> --epochs E --learning-rate LR
+#       <its legacy validation-set size flag> V --input-shape S [--extra-args ...]
+# i.e. the data (X/Y_split_*.npy, and train_input.json unless ./train_input.json already exists on the host,
+# where the runner moves it) is at /home and no --data-directory/--out-directory is passed; afterwards it
+# prints "Block output is in: ei-block-data/<projectId>". These defaults make a plain `edge-impulse-blocks
+# runner` work, with the outputs in ei-block-data/<projectId>/out on the host. Studio always passes both
+# flags (its paths are not documented), so the defaults never apply there.
+DATA_DIRECTORY = "/home"
+OUT_DIRECTORY = "/home/out"
 TRUE_WORDS = ("1", "true", "yes", "y", "t", "on")
 FALSE_WORDS = ("0", "false", "no", "n", "f", "off")
 
@@ -78,12 +90,16 @@ def build_parser(params: list[dict]) -> argparse.ArgumentParser:
     """Fixed EI arguments plus one typed `--<param>` per parameters.json item, defaulting to its value."""
     parser = argparse.ArgumentParser(
         prog="train.py",
-        usage="%(prog)s --data-directory DIR --out-directory DIR [--info-file FILE] [--<param> VALUE ...]",
+        usage="%(prog)s [--data-directory DIR] [--out-directory DIR] [--info-file FILE] "
+              "[--<param> VALUE ...]",
         description="Dendritic NN: Edge Impulse learning block for MFCC keyword spotting.",
         allow_abbrev=False,  # a runner flag must never be taken as an abbreviation of one of ours
     )
-    parser.add_argument("--data-directory", required=True, help="EI data dir with X/Y_split_{train,test}.npy")
-    parser.add_argument("--out-directory", required=True, help="where the model files are written")
+    parser.add_argument("--data-directory", default=DATA_DIRECTORY,
+                        help="EI data dir with X/Y_split_{train,test}.npy (default: %(default)s, where "
+                             "`edge-impulse-blocks runner` mounts it)")
+    parser.add_argument("--out-directory", default=OUT_DIRECTORY,
+                        help="where the model files are written (default: %(default)s)")
     parser.add_argument("--info-file", "--input-file", dest="info_file", default=None,
                         help="train_input.json (optional; <data-directory>/train_input.json is used if present)")
     parser.add_argument("--holdout-directory", default=None,
@@ -108,6 +124,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         print(f"WARNING: ignoring unknown arguments: {' '.join(unknown)}", file=sys.stderr)
     return args
+
+
+def defaults_note(args: argparse.Namespace, params: list[dict] | None = None) -> str | None:
+    """One log line when `epochs` or `learning-rate` differ from their parameters.json defaults, else None.
+
+    `edge-impulse-blocks runner` always passes `--epochs` and `--learning-rate` (prompting with 30 and 0.0005
+    when they are not given on its command line), so a local run silently uses its values, not the block's.
+    """
+    by_param = {p["param"]: p for p in (load_parameters() if params is None else params)}
+    differ = []
+    for param in ("epochs", "learning-rate"):
+        item, value = by_param.get(param), getattr(args, dest(param), None)
+        if item is None or value is None:
+            continue
+        default = CONVERTERS[item["type"]](item["value"])
+        if value != default:
+            differ.append((param, value, default))
+    if not differ:
+        return None
+    if len(differ) == 1:
+        (param, value, default), = differ
+        return (f"note: {param}={value} differs from the block's default ({default}); "
+                f"the EI runner passes its own value")
+    return (f"note: {' and '.join(f'{p}={v}' for p, v, _ in differ)} differ from the block's defaults "
+            f"({', '.join(str(d) for _, _, d in differ)}); the EI runner passes its own values")
 
 
 def markdown_table(params: list[dict]) -> str:

@@ -38,3 +38,20 @@ def test_train_py_reports_bad_input(tmp_path: Path, case: str) -> None:
     assert re.search(keyword, err_lines[0]), err_lines[0]
     models = [p for pattern in ("*.onnx", "*.tflite") for p in out.rglob(pattern)] if out.is_dir() else []
     assert models == []
+
+
+@pytest.mark.parametrize("case", ["huge-magnitude", "duplicate-classes", "empty-class", "zero-features",
+                                  "all-zero-features"])
+def test_train_py_reports_more_bad_input(tmp_path: Path, case: str) -> None:
+    """The issue-15 guards (test_data.MORE_BAD_INPUTS) end the job the same way: one `ERR:` line, exit 1."""
+    from test_data import MORE_BAD_INPUTS
+
+    data = write_ei_dir(tmp_path / "data")
+    breaker, match = MORE_BAD_INPUTS[case]
+    breaker(data)
+    result = run_train(data, tmp_path / "out")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
+    err_lines = [line for line in result.stderr.splitlines() if line.startswith("ERR:")]
+    assert len(err_lines) == 1 and re.search(match, err_lines[0]), result.stderr[-2000:]
+    assert not [p for pattern in ("*.onnx", "*.tflite") for p in (tmp_path / "out").rglob(pattern)]

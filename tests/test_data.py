@@ -3,13 +3,14 @@ DataError whose one line names the problem (the catalogue lives in ei_dirs.BAD_I
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from ei_dirs import BAD_INPUTS, CLASSES, four_column, one_hot, write_ei_dir
+from ei_dirs import BAD_INPUTS, CLASSES, _patch, _set, four_column, one_hot, write_ei_dir
 
-from block.data import DataError, EIData, decode_labels, load_ei_data
+from block.data import UNSCALED_MAGNITUDE, DataError, EIData, decode_labels, load_ei_data
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
@@ -146,3 +147,146 @@ def test_real_hello_world_counts() -> None:
     assert isinstance(data, EIData)
     counts = [np.bincount(y).tolist() for y in (data.y_train, data.y_val, data.y_holdout)]
     assert counts == [[440, 432, 448], [110, 118, 102], [135, 135, 135]]  # README "Counts" table
+
+
+def _classes(names: list[str]):
+    def apply(d: Path) -> None:
+        info = json.loads((d / "train_input.json").read_text())
+        (d / "train_input.json").write_text(json.dumps({**info, "classes": names}))
+    return apply
+
+
+# Issue 15 guards, shaped like ei_dirs.BAD_INPUTS (test_bad_input.py runs them through train.py as well):
+# id -> (breaker applied to a valid dir, regex the one-line message must match).
+MORE_BAD_INPUTS: dict = {
+    "huge-magnitude": (_patch("X_split_train.npy", lambda x: _set(x, (17, 3), 1e30)),
+                       r"X_split_train\.npy: row 17 has a feature of magnitude 1e\+30 \(> 1e6\); features"),
+    "huge-magnitude-validation": (_patch("X_split_test.npy", lambda x: _set(x, (2, 0), -2e7)),
+                                  r"X_split_test\.npy: row 2 has a feature of magnitude 2e\+07"),
+    "beyond-float32": (_patch("X_split_train.npy", lambda x: _set(x.astype(np.float64), (4, 1), 1e300)),
+                       r"X_split_train\.npy: row 4 has a feature of magnitude 1e\+300"),
+    "huge-int-features": (_patch("X_split_train.npy", lambda x: np.full(x.shape, 2**40, np.int64)),
+                           r"row 0 has a feature of magnitude 1\.1e\+12"),
+    "zero-features": (_patch(("X_split_train.npy", "X_split_test.npy"), lambda x: x[:, :0]),
+                      r"X_split_train\.npy: X has 0 features per row \(shape \(30, 0\)\)"),
+    "all-zero-features": (_patch("X_split_train.npy", np.zeros_like),
+                          r"X_split_train\.npy: every feature is 0"),
+    "duplicate-classes": (_classes(["helloworld", "noise", "helloworld"]),
+                          r"train_input\.json 'classes' has duplicate names: 'helloworld' \(2x\)"),
+    "empty-class": (_patch("Y_split_train.npy", lambda y: one_hot(np.arange(len(y)) % 2, 3)),
+                    r"Y_split_train\.npy: no training samples for class 'unknown', but .* lists 3 classes"),
+    "empty-train": (_patch(("X_split_train.npy", "Y_split_train.npy"), lambda a: a[:0]),
+                    r"train split is empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MORE_BAD_INPUTS))
+def test_more_bad_inputs_raise_data_error(tmp_path: Path, case: str) -> None:
+    d = write_ei_dir(tmp_path / "data")
+    breaker, match = MORE_BAD_INPUTS[case]
+    breaker(d)
+    with pytest.raises(DataError, match=match) as err:
+        load_ei_data(d, warn=pytest.fail)
+    assert "\n" not in str(err.value)
+
+
+def test_holdout_magnitude_is_checked(tmp_path: Path) -> None:
+    d = write_ei_dir(tmp_path / "data", holdout=True)
+    np.save(d / "holdout/X_test.npy", _set(np.load(d / "holdout/X_test.npy"), (5, 9), 3e9))
+    with pytest.raises(DataError, match=r"holdout/X_test\.npy: row 5 has a feature of magnitude 3e\+09"):
+        load_ei_data(d, holdout_dir=d / "holdout")
+
+
+def test_duplicate_classes_name_every_duplicate(tmp_path: Path) -> None:
+    d = write_ei_dir(tmp_path / "data")
+    _classes(["a", "b", "a", "b", "b"])(d)
+    with pytest.raises(DataError, match=r"duplicate names: 'a' \(2x\), 'b' \(3x\); every class needs a"):
+        load_ei_data(d)
+
+
+def test_empty_classes_are_listed_without_train_input_json(tmp_path: Path) -> None:
+    d = write_ei_dir(tmp_path / "data", info=False)
+    np.save(d / "Y_split_train.npy", one_hot(np.arange(30) % 2, 5))
+    np.save(d / "Y_split_test.npy", one_hot(np.arange(9) % 5, 5))
+    match = r"no training samples for classes 'class2', 'class3', 'class4', but the training Y has 5 classes"
+    with pytest.raises(DataError, match=match):
+        load_ei_data(d)
+
+
+def _load_with_warnings(d: Path, **kwargs) -> tuple[EIData, list[str]]:
+    lines: list[str] = []
+    data = load_ei_data(d, warn=lines.append, **kwargs)
+    assert data.warnings == lines and all("\n" not in line for line in lines)
+    return data, lines
+
+
+def test_valid_data_gives_no_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = load_ei_data(write_ei_dir(tmp_path / "data", holdout=True), holdout_dir=tmp_path / "data/holdout")
+    assert data.warnings == [] and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("scale", [3000.0, 32767.0])
+def test_unscaled_features_warn(tmp_path: Path, scale: float) -> None:
+    d = write_ei_dir(tmp_path / "data")
+    x = np.load(d / "X_split_train.npy")
+    np.save(d / "X_split_train.npy", (x / np.abs(x).max() * scale).astype(np.float32))
+    data, lines = _load_with_warnings(d)
+    assert len(data.x_train) == 30 and len(lines) == 1
+    assert re.fullmatch(rf".*X_split_train\.npy: features reach magnitude {scale:.0f} \(> 1000\), which "
+                        r"looks unscaled .*; Edge Impulse's MFCC features lie within about ±10, .*", lines[0])
+
+
+def test_unscaled_int16_features_in_every_split_warn_once(tmp_path: Path) -> None:
+    d = write_ei_dir(tmp_path / "data")
+    for name in ("X_split_train.npy", "X_split_test.npy"):
+        np.save(d / name, (np.load(d / name) * 1000).astype(np.int16))
+    _, lines = _load_with_warnings(d)
+    assert len(lines) == 1
+    assert re.match(r".*X_split_train\.npy, .*X_split_test\.npy: features reach", lines[0])
+
+
+def test_the_default_warning_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    d = write_ei_dir(tmp_path / "data")
+    np.save(d / "X_split_test.npy", np.load(d / "X_split_test.npy") * 5000)
+    data = load_ei_data(d)
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"warning: {data.warnings[0]}"] and "X_split_test.npy: features reach" in out[0]
+
+
+def test_a_class_missing_from_validation_warns(tmp_path: Path) -> None:
+    d = write_ei_dir(tmp_path / "data", holdout=True)
+    np.save(d / "Y_split_test.npy", one_hot(np.arange(9) % 2, 3))
+    np.save(d / "holdout/Y_test.npy", one_hot(np.zeros(9, int), 3))
+    _, lines = _load_with_warnings(d, holdout_dir=d / "holdout")
+    assert len(lines) == 2
+    assert re.match(r".*Y_split_test\.npy: no validation samples for class 'unknown'; their", lines[0])
+    assert re.match(r".*holdout/Y_test\.npy: no holdout samples for classes 'noise', 'unknown'", lines[1])
+
+
+def test_validation_identical_to_training_warns(tmp_path: Path) -> None:
+    d = write_ei_dir(tmp_path / "data", n_val=30)
+    for kind in "XY":
+        (d / f"{kind}_split_test.npy").write_bytes((d / f"{kind}_split_train.npy").read_bytes())
+    _, lines = _load_with_warnings(d)
+    assert len(lines) == 1 and re.match(r".*X_split_test\.npy is identical to .*X_split_train\.npy", lines[0])
+
+
+def test_input_shape_string_mismatch_warns(tmp_path: Path) -> None:
+    d = write_ei_dir(tmp_path / "data")
+    info = json.loads((d / "train_input.json").read_text())
+    (d / "train_input.json").write_text(json.dumps({**info, "inputShapeString": "(49, 13)"}))
+    _, lines = _load_with_warnings(d)
+    assert len(lines) == 1
+    assert re.match(r".*inputShapeString \(49, 13\) describes 637 features but .*has 650", lines[0])
+    (d / "train_input.json").write_text(json.dumps({**info, "inputShapeString": "(50, 13)"}))
+    assert _load_with_warnings(d)[1] == []
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
+@pytest.mark.parametrize("name", ["hello-world", "commands12", "fsdd-digits", "gsc12-real"])
+def test_shipped_datasets_pass_every_guard_without_warnings(name: str) -> None:
+    d = SHARED / name
+    if not d.is_dir():
+        pytest.skip(f"{d} not present")
+    data, lines = _load_with_warnings(d, holdout_dir=d / "holdout")
+    assert lines == [] and np.abs(data.x_train).max() < UNSCALED_MAGNITUDE / 100

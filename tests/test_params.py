@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from block.params import PARAMETERS_JSON, build_parser, load_parameters, parse_args, select_values
+from block.params import (
+    DATA_DIRECTORY,
+    OUT_DIRECTORY,
+    PARAMETERS_JSON,
+    build_parser,
+    defaults_note,
+    load_parameters,
+    parse_args,
+    select_values,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = load_parameters()
@@ -64,6 +73,14 @@ def test_ei_top_level_fields() -> None:
     assert info["name"] == "Dendritic NN" and len(info["description"]) > 20
     assert info["operatesOn"] == "other"  # a missing value becomes "image" at first push (ei-contract §9 #2)
     assert info["indRequiresGpu"] is False
+    # Synced to Studio on every push (ei-contract §2.5); without it the CLI guesses from the git remote.
+    assert info["repositoryUrl"] == "https://github.com/dendritic-nn/ei-dendritic-block"
+    assert list(doc) == ["version", "type", "info", "parameters"]
+    # Only the `info` fields of the CLI's MachineLearningBlockParametersJson (ei-contract §2.1), so a misspelt
+    # key (which would just have no effect) fails here.
+    assert set(info) <= {"name", "description", "operatesOn", "objectDetectionLastLayer", "imageInputScaling",
+                         "indRequiresGpu", "repositoryUrl", "customModelVariants", "displayCategory",
+                         "isPublic", "publicProjectTierAvailability", "sourceCodeDownloadStaffOnly"}
     assert isinstance(doc["parameters"], list)
 
 
@@ -125,6 +142,45 @@ def test_fixed_arguments_and_aliases() -> None:
     assert parse_args(FIXED).max_dendrites == 2  # snake_case dests
 
 
+def test_directories_default_to_the_runner_mount() -> None:
+    """`edge-impulse-blocks runner` mounts the data at /home and passes no directories (block.params)."""
+    args = parse_args([])
+    assert (args.data_directory, args.out_directory) == (DATA_DIRECTORY, OUT_DIRECTORY)
+    assert (DATA_DIRECTORY, OUT_DIRECTORY) == ("/home", "/home/out")
+    assert parse_args(["--out-directory", "o"]).data_directory == "/home"
+
+
+def test_the_runners_argv_parses(capsys: pytest.CaptureFixture) -> None:
+    """What cli/block-runner.ts passes (prompt defaults 30 and 0.0005): parses, warns once, gets a note."""
+    args = parse_args(["--epochs", "30", "--learning-rate", "0.0005", "--validation-set-size", "0.2",
+                       "--input-shape", "(650,)"])
+    assert (args.data_directory, args.out_directory, args.epochs, args.learning_rate) == (
+        "/home", "/home/out", 30, 0.0005)
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert defaults_note(args) == ("note: epochs=30 and learning-rate=0.0005 differ from the block's "
+                                   "defaults (200, 0.005); the EI runner passes its own values")
+
+
+@pytest.mark.parametrize(("argv", "note"), [
+    ([], None),
+    (["--epochs", "200", "--learning-rate", "0.005"], None),
+    (["--epochs", "30"],
+     "note: epochs=30 differs from the block's default (200); the EI runner passes its own value"),
+    (["--learning-rate", "0.01"],
+     "note: learning-rate=0.01 differs from the block's default (0.005); the EI runner passes its own value"),
+    (["--max-dendrites", "5"], None),  # only the two values the runner always passes are noted
+])
+def test_defaults_note(argv: list[str], note: str | None) -> None:
+    assert defaults_note(parse_args(FIXED + argv)) == note
+
+
+def test_defaults_note_reads_the_given_parameters() -> None:
+    params = [{**p, "value": 30} if p["param"] == "epochs" else p for p in PARAMS]
+    args = parse_args(FIXED + ["--epochs", "30"])
+    assert defaults_note(args, params) is None
+    assert defaults_note(args, [p for p in PARAMS if p["param"] != "epochs"]) is None
+
+
 def test_unknown_args_give_one_warning_line(capsys: pytest.CaptureFixture) -> None:
     args = parse_args(FIXED + ["--input-shape", "(650,)", "--epochs", "3", "--some-flag"])
     assert args.epochs == 3
@@ -142,7 +198,6 @@ def test_known_args_only_print_nothing(capsys: pytest.CaptureFixture) -> None:
     (FIXED + ["--dendrite-update", "maybe"], r"--dendrite-update: 'maybe' is not a boolean"),
     (FIXED + ["--epochs", "-1"], r"--epochs: '-1' is not a non-negative integer"),
     (FIXED + ["--learning-rate", "fast"], r"--learning-rate: 'fast' is not a non-negative number"),
-    (["--out-directory", "o"], r"required: --data-directory"),
     (FIXED + ["--epoch", "3"], None),  # no abbreviations: a runner flag must never be taken for one of ours
 ])
 def test_bad_values_exit_with_an_argparse_error(argv: list[str], message: str | None,
