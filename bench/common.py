@@ -1,4 +1,8 @@
-"""Small helpers shared by the benchmark scripts: EI data loading, stats, tables, JSON, provenance."""
+"""Helpers shared by the benchmark scripts: EI data loading, block configs, stats, tables, JSON, provenance.
+
+Only numpy at import time: the library (block, dendritic, torch) is imported inside the helpers that need it,
+so the scripts' --help and the perforatedai worker's venv stay light.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -55,19 +59,43 @@ def n_classes_of(data_dir: Path) -> int:
     return int(np.load(data_dir / "Y_split_train.npy", mmap_mode="r").shape[1])
 
 
+def load_dataset(name: str, data_root: Path = DATA_ROOT):
+    """`block.data.EIData` of one benchmark dataset: train, validation and `<name>/holdout`, loaded and
+    checked the way the block loads them (13 MFCC coefficients); `.splits()` is what `fit` takes."""
+    from block.data import load_ei_data
+
+    d = data_root / name
+    return load_ei_data(d, None, d / "holdout", 13)
+
+
+def block_run(flags: Sequence[str], n_features: int, n_classes: int):
+    """(parsed block arguments, RunConfig) for block flags such as ["--model-format", "cc"]: the RunConfig the
+    block's pipeline builds from the same command line (parameters.json defaults for everything not given)."""
+    from block.configs import run_config
+    from block.params import parse_args
+
+    args = parse_args(["--data-directory", "unused", "--out-directory", "unused", *flags])
+    return args, run_config(args, n_features, n_classes)
+
+
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     vals = [float(v) for v in values]
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-def fmt_pm(values: Sequence[float | None], digits: int = 3) -> str:
-    """'0.912 ± 0.008 (n=3)' over the non-missing values, or '–' if there are none."""
+def fmt_pm(values: Sequence[float | None], digits: int = 3, *, spec: str | None = None,
+           show_n: bool = True) -> str:
+    """'0.912 ± 0.008 (n=3)' over the non-missing values, or '–' if there are none. `spec` is a format spec
+    to use instead of `digits` fixed-point decimals (e.g. '.3g'); show_n=False leaves out the '(n=3)'."""
     vals = [v for v in values if v is not None]
     if not vals:
         return "–"
     m, s = mean_sd(vals)
-    return f"{m:.{digits}f}" if len(vals) == 1 else f"{m:.{digits}f} ± {s:.{digits}f} (n={len(vals)})"
+    spec = spec or f".{digits}f"
+    if len(vals) == 1:
+        return f"{m:{spec}}"
+    return f"{m:{spec}} ± {s:{spec}}" + (f" (n={len(vals)})" if show_n else "")
 
 
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -1,8 +1,8 @@
 """Run the block's DEFAULT train.py on the benchmark datasets and compare with EI's default Keras net.
 
-    .venv/bin/python bench/default_runs.py                      # train: hello-world + commands12, 3 seeds
-    .venv/bin/python bench/default_runs.py --seeds 1 --datasets hello-world
-    .venv/bin/python bench/default_runs.py --report --update-results-md   # tables only, no training
+    .venv/bin/python -m bench.default_runs                      # train: hello-world + commands12, 3 seeds
+    .venv/bin/python -m bench.default_runs --seeds 1 --datasets hello-world
+    .venv/bin/python -m bench.default_runs --report --update-results-md   # tables only, no training
 
 Each run is `python train.py --data-directory D --out-directory O --holdout-directory D/holdout [--seed S]`
 (no other parameters, so whatever defaults parameters.json / block.params hold today are measured; --seed is
@@ -13,8 +13,8 @@ config, plus the git commit and the dirty block files, because the defaults are 
 
 Results merge into bench/results/default_runs.json keyed by (dataset, seed), so re-running one dataset keeps
 the others. --report prints the comparison with bench/results/keras_reference_<dataset>.json (written by
-bench/keras_reference.py); --update-results-md also refreshes the generated block of this benchmark's section
-in bench/RESULTS.md.
+`python -m bench.keras_reference`); --update-results-md also refreshes the generated block of this
+benchmark's section in bench/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -23,9 +23,6 @@ import json
 import re
 import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
     DATA_ROOT,
@@ -305,7 +302,7 @@ def report_markdown(runs: list[dict], datasets: list[str]) -> str:
     lscpu = stamped[-1]["machine"]["lscpu_head"] if stamped else []
     seeds = sorted({r["seed"] for r in ours})
     clean = not any(r["block"]["dirty"] for r in ours)
-    run_cmd = f".venv/bin/python bench/default_runs.py --seeds {len(seeds)} --datasets {' '.join(datasets)}"
+    run_cmd = f".venv/bin/python -m bench.default_runs --seeds {len(seeds)} --datasets {' '.join(datasets)}"
     data = f"{DATA_ROOT}/<dataset>"
     one_run = (f"    train.py --data-directory {data} --holdout-directory {data}/holdout [--seed S]"
                " --out-directory out/bench/default_runs/<dataset>-seed<S>")
@@ -326,7 +323,7 @@ def report_markdown(runs: list[dict], datasets: list[str]) -> str:
         "```", *[x["command"] for x in refs],
         f"{run_cmd}   # seeds {', '.join(map(str, seeds))}, one run each:",
         one_run + f"   # --seed only when S != {block_default_seed()}",
-        ".venv/bin/python bench/default_runs.py --report --update-results-md   # regenerates this block",
+        ".venv/bin/python -m bench.default_runs --report --update-results-md   # regenerates this block",
         "```", "",
         (f"1-min load average sampled with each run: {min(loads, default=0):.1f}–{max(loads, default=0):.1f}"
          " (other engineers' jobs share the 2 cores), so wall and train s are noisy."),

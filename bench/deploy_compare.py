@@ -1,9 +1,9 @@
 """Deployment cost of traditional vs dendritic (CC) KWS models at similar deployed parameter counts (issue 4).
 
-    .venv/bin/python bench/deploy_compare.py --plan                 # planned params per pair, no training
-    .venv/bin/python bench/deploy_compare.py --seeds 1              # train + export every model, seed 1
-    .venv/bin/python bench/deploy_compare.py --seeds 3 --skip-done  # add seeds 2, 3 (re-runs failed runs)
-    .venv/bin/python bench/deploy_compare.py --report --update-results-md   # tables only, no training
+    .venv/bin/python -m bench.deploy_compare --plan                 # planned params per pair, no training
+    .venv/bin/python -m bench.deploy_compare --seeds 1              # train + export every model, seed 1
+    .venv/bin/python -m bench.deploy_compare --seeds 3 --skip-done  # add seeds 2, 3 (re-runs failed runs)
+    .venv/bin/python -m bench.deploy_compare --report --update-results-md   # tables only, no training
 
 Why: "dendrites beat a plain net at the same parameter count" only matters on a device if it also holds for
 what the device pays: flash (the int8 .tflite), TFLite Micro arena, MACs, and the int8 accuracy. Each pair
@@ -26,14 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.common import (
     DATA_ROOT,
     REPO,
     RESULTS_DIR,
     RESULTS_MD,
+    block_run,
     machine_info,
     markdown_table,
     mean_sd,
@@ -154,20 +152,17 @@ def data_args(data_dir: Path) -> list[str]:
 def planned_params(data_dir: Path, side: Side) -> int:
     """Deployed params at the side's maximum dendrite count, from the model `train.py` would build.
 
-    Uses block.params → train.configs → dendritic.trainer.build_model, so the plan cannot drift from the
-    block (same path as the sweep's size budget).
+    Uses block.params → block.configs.run_config → dendritic.trainer.build_model, so the plan cannot drift
+    from the block (same path as the sweep's size budget).
     """
     import numpy as np
-    import torch
 
-    import train
-    from block.params import parse_args as block_parse_args
     from dendritic.trainer import build_model
 
-    args = block_parse_args([*data_args(data_dir), "--out-directory", "unused", *side.flags])
     n_features = int(np.load(data_dir / "X_split_train.npy", mmap_mode="r").shape[1])
-    model = build_model(*train.configs(args, n_features, n_classes_of(data_dir)), torch.device("cpu"))
-    return model.deployed_params(args.max_dendrites if args.model_format != "traditional" else 0)
+    _, run = block_run(side.flags, n_features, n_classes_of(data_dir))
+    model = build_model(run)
+    return model.deployed_params(run.schedule.max_dendrites if run.mode != "traditional" else 0)
 
 
 def plan_rows(data_root: Path, datasets: list[str], pairs: list[str]) -> list[list[object]]:
@@ -397,9 +392,9 @@ def report_markdown(runs: list[dict], datasets: list[str]) -> str:
         *settings_lines(ok_runs), "",
         "Command (repo root; `--skip-done` re-runs only runs that have no successful record):", "",
         "```",
-        (f".venv/bin/python bench/deploy_compare.py --seeds {len(seeds)} --first-seed {seeds[0]} --skip-done "
+        (f".venv/bin/python -m bench.deploy_compare --seeds {len(seeds)} --first-seed {seeds[0]} --skip-done "
          f"--datasets {' '.join(datasets)}"),
-        ".venv/bin/python bench/deploy_compare.py --report --update-results-md   # regenerates this block",
+        ".venv/bin/python -m bench.deploy_compare --report --update-results-md   # regenerates this block",
         "```", "",
         "Machine (`lscpu | head`):", "", "```", *ours[-1]["machine"]["lscpu_head"], "```",
     ])

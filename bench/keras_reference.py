@@ -1,6 +1,6 @@
 """Train Edge Impulse's own default MFCC classifier (ei-contract §6.3) in Keras as a reference point.
 
-    .venv/bin/python bench/keras_reference.py --data-directory ../shared/data/hello-world \
+    .venv/bin/python -m bench.keras_reference --data-directory ../shared/data/hello-world \
         --holdout-directory ../shared/data/hello-world/holdout --seeds 3 --epochs 100 30
 
 Architecture, optimizer, loss, batch size, shuffle and the best-val_loss checkpoint follow EI's generated
@@ -25,9 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
     RESULTS_DIR,
@@ -226,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "restored at end",
                      "budgets_from_one_run": not args.separate, "augmentation": None},
         "seeds": seeds, "threads": args.threads, "tensorflow": tf.__version__, "tf_keras": keras.__version__,
-        "command": " ".join([".venv/bin/python", "bench/keras_reference.py", *(argv or sys.argv[1:])]),
+        "command": " ".join([".venv/bin/python", "-m", "bench.keras_reference", *(argv or sys.argv[1:])]),
         "total_seconds": total_s, "machine": machine_info(), "summary": summary, "runs": records,
     })
     print(f"wrote {out}")

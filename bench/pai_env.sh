@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build bench/.pai-venv: the open-source `perforatedai` 3.2.9 in its own venv, so the library (and its
-# unpinned dependencies) never touch the block's pinned .venv. Used by bench/pb_speed.py; safe to re-run.
+# unpinned dependencies) never touch the block's pinned .venv. Used by `python -m bench.pb_speed` (which runs
+# it when bench/.pai-venv is missing); safe to re-run.
 #
 # perforatedai's metadata lists torch, torchvision, matplotlib, pandas, cryptography, pyyaml,
 # safetensors, requests. torchvision is skipped: its PyPI wheel would pull a CUDA torch and the GD code

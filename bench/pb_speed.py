@@ -7,9 +7,12 @@ bench/.pai-venv (built by bench/pai_env.sh) with our KWSNet imported via PYTHONP
 library's own API. Runs are interleaved per seed (the order rotates) because the machine is shared and its
 load drifts; the load average is recorded around every run.
 
-    .venv/bin/python bench/pb_speed.py                       # hello-world + commands12, seeds 1-3
-    .venv/bin/python bench/pb_speed.py --datasets hello-world --seeds 1 --variants gd pai-gd
-    .venv/bin/python bench/pb_speed.py --profile cc --datasets hello-world   # time breakdown of one run
+    .venv/bin/python -m bench.pb_speed                       # hello-world + commands12, seeds 1-3
+    .venv/bin/python -m bench.pb_speed --datasets hello-world --seeds 1 --variants gd pai-gd
+    .venv/bin/python -m bench.pb_speed --summarise bench/results/pb_speed.json   # tables of a results file
+
+The time breakdown of one of our runs is `python -m bench.profile_ours` (bench/profile_ours.py); `--profile
+MODE` here forwards to it.
 
 Settings default to the block's parameters.json defaults (epochs cap, lr, batch size, switch patience,
 max dendrites, improvement threshold, init multiplier, dendrite activation, dropout, input noise).
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -30,24 +32,35 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the pai worker runs this file from another venv with only PYTHONPATH set
-    sys.path.insert(0, str(REPO))
+# The pai worker runs this module under bench/.pai-venv with PYTHONPATH=<repo>: everything imported here at
+# module level (bench.common, dendritic.model/trainer, and block.data inside load_dataset) needs only
+# numpy and torch.
+from bench.common import (
+    REPO,
+    RESULTS_DIR,
+    fmt_pm,
+    git,
+    load_dataset,
+    machine_info,
+    text_table,
+    thread_env,
+    write_json,
+)
+from dendritic.model import KWSNet, preset
+from dendritic.trainer import evaluate, score, seed_everything
 
-from dendritic.model import KWSNet, preset  # needs only torch: importable in both venvs
-
-DATA_ROOT = REPO.parent / "shared" / "data"
-RESULTS = REPO / "bench" / "results" / "pb_speed.json"
+RESULTS = RESULTS_DIR / "pb_speed.json"
 OUR_PY = REPO / ".venv" / "bin" / "python"
 PAI_PY = REPO / "bench" / ".pai-venv" / "bin" / "python"
 VARIANTS = ("traditional", "gd", "cc", "pai-gd")
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+MODES = ("traditional", "gd", "cc")  # ours
 
 
 BLOCK_PARAMS = {  # RunSpec field <- parameters.json "param": the bench follows the block's defaults
@@ -94,37 +107,24 @@ class RunSpec:
         return preset("ei-default", n_features, n_classes, dropout=self.dropout, noise_std=self.input_noise)
 
 
-# ---- shared by both workers ----------------------------------------------------------------------
-def load_splits(name: str) -> dict[str, np.ndarray]:
-    """EI data: train, validation (X_split_test) and holdout (holdout/X_test), integer labels."""
-    d = DATA_ROOT / name
-    out = {}
-    for key, x, y in (("train", "X_split_train", "Y_split_train"), ("val", "X_split_test", "Y_split_test"),
-                      ("holdout", "holdout/X_test", "holdout/Y_test")):
-        out["x_" + key] = np.load(d / f"{x}.npy").astype(np.float32)
-        yy = np.load(d / f"{y}.npy")
-        out["y_" + key] = (yy.argmax(1) if yy.ndim == 2 else yy).astype(np.int64)
-    return out
+def add_spec_options(ap: argparse.ArgumentParser) -> None:
+    """The command-line options that set a RunSpec (shared with bench/profile_ours.py)."""
+    ap.add_argument("--datasets", nargs="+", default=["hello-world", "commands12"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--epochs", type=int, default=RunSpec.epochs)
+    ap.add_argument("--activation", default=RunSpec.activation, choices=("tanh", "sigmoid", "relu"))
+    ap.add_argument("--input-noise", type=float, default=RunSpec.input_noise)
+    ap.add_argument("--switch-patience", type=int, default=RunSpec.switch_patience)
 
 
-def n_classes(data: dict[str, np.ndarray]) -> int:
-    return int(max(data["y_train"].max(), data["y_val"].max())) + 1
+def spec_from(args: argparse.Namespace, dataset: str, variant: str, seed: int) -> RunSpec:
+    return RunSpec(dataset=dataset, variant=variant, seed=seed, epochs=args.epochs, activation=args.activation,
+                   input_noise=args.input_noise, switch_patience=args.switch_patience)
 
 
-def val_score(acc: float, loss: float) -> float:
-    """The score our schedule maximises (dendritic.trainer.score), fed to perforatedai too so both
-    libraries switch on the same signal."""
-    return acc - 1e-3 * min(loss, 100.0)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) in eval mode, one batch (the splits are a few thousand rows)."""
-    model.eval()
-    logits = model(x)
-    return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
-
-
+# ---- shared by both workers: data via bench.common.load_dataset (block.data), and dendritic.trainer's
+# evaluate and score (the score our schedule maximises is fed to perforatedai too, so both libraries
+# switch on the same signal) ------------------------------------------------------------------------
 def phase_key(phase: str, dendrites: int) -> str:
     """'n0' neuron phase without dendrites, 'n+' neuron phase with dendrites, 'p' CC dendrite phase."""
     return "p" if phase == "dendrite" else ("n0" if dendrites == 0 else "n+")
@@ -133,17 +133,18 @@ def phase_key(phase: str, dendrites: int) -> str:
 # ---- worker: our library -------------------------------------------------------------------------
 def run_ours(spec: RunSpec) -> dict:
     from dendritic import PBConfig, ScheduleConfig
-    from dendritic.trainer import Splits, TrainConfig, fit
+    from dendritic.trainer import RunConfig, TrainConfig, fit
 
-    data = load_splits(spec.dataset)
-    net_cfg = spec.net(data["x_train"].shape[1], n_classes(data))
-    pb_cfg = PBConfig(mode=spec.variant, activation=spec.activation, init_mult=spec.init_mult,
-                      dendrite_update=spec.dendrite_update)
-    sched = ScheduleConfig(mode=spec.variant, max_dendrites=spec.max_dendrites, switch_patience=spec.switch_patience,
-                           improvement_threshold=spec.improvement_threshold, max_tries=spec.max_tries,
-                           dendrite_patience=spec.dendrite_patience)
-    train = TrainConfig(epochs=spec.epochs, learning_rate=spec.learning_rate, batch_size=spec.batch_size,
-                        lr_patience=spec.lr_patience, seed=spec.seed, device="cpu", threads=1)
+    data = load_dataset(spec.dataset)
+    run = RunConfig(
+        net=spec.net(data.n_features, data.n_classes),
+        pb=PBConfig(mode=spec.variant, activation=spec.activation, init_mult=spec.init_mult,
+                    dendrite_update=spec.dendrite_update),
+        schedule=ScheduleConfig(max_dendrites=spec.max_dendrites, switch_patience=spec.switch_patience,
+                                improvement_threshold=spec.improvement_threshold, max_tries=spec.max_tries,
+                                dendrite_patience=spec.dendrite_patience),
+        train=TrainConfig(epochs=spec.epochs, learning_rate=spec.learning_rate, batch_size=spec.batch_size,
+                          lr_patience=spec.lr_patience, seed=spec.seed, device="cpu", threads=1))
     cpu_marks: list[float] = []
 
     def log(msg: str) -> None:
@@ -153,11 +154,11 @@ def run_ours(spec: RunSpec) -> dict:
             cpu_marks.append(time.process_time())
 
     t0, c0 = time.monotonic(), time.process_time()
-    res = fit(net_cfg, pb_cfg, sched, train, Splits(**data), log=log)
+    res = fit(run, data.splits(), log=log)
     train_s, train_cpu = time.monotonic() - t0, time.process_time() - c0
     dm = res.model
-    xh, yh = torch.as_tensor(data["x_holdout"]), torch.as_tensor(data["y_holdout"])
-    xv, yv = torch.as_tensor(data["x_val"]), torch.as_tensor(data["y_val"])
+    xh, yh = torch.as_tensor(data.x_holdout), torch.as_tensor(data.y_holdout)
+    xv, yv = torch.as_tensor(data.x_val), torch.as_tensor(data.y_val)
     cpu = np.diff(cpu_marks).tolist()
     epochs = [{"phase": phase_key(r.phase, r.dendrites), "dendrites": r.dendrites, "seconds": r.seconds,
                "cpu_seconds": c, "val_acc": r.val_acc, "holdout_acc": r.holdout_acc}
@@ -231,11 +232,9 @@ def run_pai(spec: RunSpec) -> dict:
     from perforatedai import utils_perforatedai as UPA
 
     torch.set_num_threads(1)
-    data = load_splits(spec.dataset)
-    random.seed(spec.seed)
-    np.random.seed(spec.seed)
-    torch.manual_seed(spec.seed)
-    net: nn.Module = KWSNet(spec.net(data["x_train"].shape[1], n_classes(data)))
+    data = load_dataset(spec.dataset)
+    seed_everything(spec.seed)
+    net: nn.Module = KWSNet(spec.net(data.n_features, data.n_classes))
     configure_pai(spec)
     t0, c0 = time.monotonic(), time.process_time()
     net = UPA.perforate_model(net, save_name="PAI", making_graphs=False, maximizing_score=True)
@@ -252,7 +251,7 @@ def run_pai(spec: RunSpec) -> dict:
                                        dict(sched_args))[0]
 
     opt = make_opt(net)
-    t = {k: torch.as_tensor(v) for k, v in data.items()}
+    t = {k: torch.as_tensor(v) for k, v in vars(data.splits()).items()}
     gen = torch.Generator().manual_seed(spec.seed)
     n, bs = len(t["x_train"]), spec.batch_size
     epochs: list[dict] = []
@@ -276,10 +275,10 @@ def run_pai(spec: RunSpec) -> dict:
             loss_sum.add_(loss.detach(), alpha=len(yb))
             correct += (out.detach().argmax(1) == yb).sum()
         v_loss, v_acc = evaluate(net, t["x_val"], t["y_val"])
-        score = val_score(v_acc, v_loss)
-        h_acc = evaluate(net, t["x_holdout"], t["y_holdout"])[1] if score > best_score else None
-        best_score = max(best_score, score)
-        net, restructured, complete = tracker.add_validation_score(score, net)
+        v_score = score(v_acc, v_loss)
+        h_acc = evaluate(net, t["x_holdout"], t["y_holdout"])[1] if v_score > best_score else None
+        best_score = max(best_score, v_score)
+        net, restructured, complete = tracker.add_validation_score(v_score, net)
         if restructured and not complete:
             opt = make_opt(net)
         epochs.append({"phase": phase_key("neuron", k), "dendrites": k, "seconds": time.monotonic() - e0,
@@ -302,106 +301,6 @@ def worker(spec: RunSpec, out: Path) -> None:
     out.write_text(json.dumps(result))
 
 
-# ---- profiler: where does one of our runs spend its time? ------------------------------------------
-def profile_ours(spec: RunSpec, op_table: bool) -> dict:
-    """Run `fit` in-process with CPU-time timers wrapped around its parts (no library edits; CPU time
-    because the shared machine's load makes wall time swing 2-3x) and return milliseconds per epoch by
-    phase for: the fused forward + backward pass (KWSNet.cross_entropy_step, ops.Tape) or, where it does
-    not apply, the autograd forward and backward / CC correlation + candidates' backward / optimizer step
-    / validation+holdout evaluation / end_epoch (schedule, checkpoint deep copy, restructure) / the rest
-    (loop overhead). With op_table, also run it under torch.profiler and add the top operators by self CPU
-    time."""
-    from dendritic import pb, trainer
-
-    buckets: dict[str, dict[str, float]] = {}
-    epochs: dict[str, int] = {}
-    state = {"phase": "n0", "depth": 0, "in_step": False, "in_eval": False, "backward_i": 0}
-
-    def add(name: str, dt: float) -> None:
-        b = buckets.setdefault(state["phase"], {})
-        b[name] = b.get(name, 0.0) + dt
-
-    def timed(name_of, fn):
-        def wrapper(*a, **kw):
-            t = time.process_time()
-            try:
-                return fn(*a, **kw)
-            finally:
-                name = name_of(*a, **kw)
-                if name:
-                    add(name, time.process_time() - t)
-        return wrapper
-
-    orig_step, orig_end = pb.DendriticModel.training_step, pb.DendriticModel.end_epoch
-    orig_eval, orig_fwd, orig_fused = trainer.evaluate, KWSNet.forward, KWSNet.cross_entropy_step
-    orig_cc, orig_back, orig_adam = pb.cc.candidate_backward, torch.Tensor.backward, torch.optim.Adam.step
-
-    def step(self, *a, **kw):
-        key = phase_key(self.phase.value, self.num_dendrites)
-        if key != state["phase"] or not state["in_step"]:
-            state["phase"] = key
-        state["in_step"], state["backward_i"] = True, 0
-        try:
-            return timed(lambda *_a, **_k: "train step (total)", orig_step)(self, *a, **kw)
-        finally:
-            state["in_step"] = False
-
-    def end_epoch(self, *a, **kw):
-        epochs[state["phase"]] = epochs.get(state["phase"], 0) + 1
-        return timed(lambda *_a, **_k: "end_epoch", orig_end)(self, *a, **kw)
-
-    def evaluate(*a, **kw):
-        state["in_eval"] = True
-        try:
-            return timed(lambda *_a, **_k: "validation + holdout eval", orig_eval)(*a, **kw)
-        finally:
-            state["in_eval"] = False
-
-    def forward(self, *a, **kw):
-        def name(*_a, **_k):
-            if self.training:
-                return "  forward"
-            return None if state["in_eval"] else "eval-mode forward outside evaluate()"
-        return timed(name, orig_fwd)(self, *a, **kw)
-
-    def backward(self, *a, **kw):
-        state["backward_i"] += 1
-        label = "  task-loss backward" if state["backward_i"] == 1 else "  CC surrogate backward"
-        return timed(lambda *_a, **_k: label if state["in_step"] else None, orig_back)(self, *a, **kw)
-
-    pb.DendriticModel.training_step, pb.DendriticModel.end_epoch = step, end_epoch
-    trainer.evaluate, KWSNet.forward = evaluate, forward
-    KWSNet.cross_entropy_step = timed(lambda *_a, **_k: "  fused forward + backward (Tape)", orig_fused)
-    pb.cc.candidate_backward = timed(lambda *_a, **_k: "  CC correlation + candidates' backward", orig_cc)
-    torch.Tensor.backward = backward
-    torch.optim.Adam.step = timed(lambda *_a, **_k: "  optimizer step", orig_adam)
-    prof = None
-    try:
-        if op_table:
-            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-            prof.__enter__()
-        t0 = time.perf_counter()
-        res = run_ours(spec)
-        total = time.perf_counter() - t0
-    finally:
-        if prof is not None:
-            prof.__exit__(None, None, None)
-        pb.DendriticModel.training_step, pb.DendriticModel.end_epoch = orig_step, orig_end
-        trainer.evaluate, KWSNet.forward, KWSNet.cross_entropy_step = orig_eval, orig_fwd, orig_fused
-        pb.cc.candidate_backward, torch.Tensor.backward, torch.optim.Adam.step = orig_cc, orig_back, orig_adam
-    report: dict = {"spec": asdict(spec), "seconds_total": total, "epochs_by_phase": epochs, "ms_per_epoch": {}}
-    for ph, b in buckets.items():
-        n = max(epochs.get(ph, 0), 1)
-        cpu = sum(e["cpu_seconds"] for e in res["epochs"] if e["phase"] == ph)
-        parts = {k: 1e3 * v / n for k, v in sorted(b.items(), key=lambda kv: -kv[1])}
-        timed_top = sum(v for k, v in parts.items() if not k.startswith("  "))
-        parts["rest (loop, indexing, logging)"] = 1e3 * cpu / n - timed_top
-        report["ms_per_epoch"][ph] = {"epoch (CPU)": 1e3 * cpu / n, **parts}
-    if prof is not None:
-        report["op_table"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-    return report
-
-
 # ---- orchestrator --------------------------------------------------------------------------------
 def ensure_pai_venv() -> None:
     if not PAI_PY.exists():
@@ -412,12 +311,12 @@ def launch(spec: RunSpec) -> dict:
     """One run in a fresh single-threaded subprocess, in a scratch cwd (perforatedai writes its
     checkpoints and config there). Returns the worker's result plus wall time and load averages."""
     py = PAI_PY if spec.variant == "pai-gd" else OUR_PY
-    env = {**os.environ, **{v: "1" for v in THREAD_VARS}, "PYTHONPATH": str(REPO)}
+    env = os.environ | thread_env(1) | {"PYTHONPATH": str(REPO)}
     with tempfile.TemporaryDirectory(prefix="pb_speed_") as tmp:
         out = Path(tmp) / "result.json"
         load0 = os.getloadavg()
         t0 = time.monotonic()
-        proc = subprocess.run([str(py), str(Path(__file__).resolve()), "--worker", json.dumps(asdict(spec)),
+        proc = subprocess.run([str(py), "-m", "bench.pb_speed", "--worker", json.dumps(asdict(spec)),
                                "--worker-out", str(out)], cwd=tmp, env=env, capture_output=True, text=True,
                               check=False)
         wall = time.monotonic() - t0
@@ -446,12 +345,7 @@ def per_phase(run: dict, key: str = "seconds") -> dict[str, float]:
     return {k: statistics.fmean(v) for k, v in by.items()}
 
 
-def mean_sd(vals: list[float], fmt: str = ".3g") -> str:
-    """'m ± sd' (sample sd) over the seeds, '–' when there is nothing to average."""
-    if not vals:
-        return "–"
-    m = statistics.fmean(vals)
-    return f"{m:{fmt}}" if len(vals) == 1 else f"{m:{fmt}} ± {statistics.stdev(vals):{fmt}}"
+pm = partial(fmt_pm, spec=".3g", show_n=False)  # 'm ± sd' (sample sd) over the seeds, '–' for no values
 
 
 PHASES = ("all", "n0", "k1", "k2", "p")
@@ -536,70 +430,47 @@ def table(summary: dict, clock: str = "wall") -> str:
             if var == "ratios":
                 continue
             spe = s[f"s_per_epoch_{clock}"]
-            rows.append((ds, var, *(mean_sd(spe[k]) for k in PHASES), mean_sd(s[train_key], ".1f"),
-                         mean_sd(s["epochs"], ".1f"), mean_sd(s["final_dendrites"], ".1f"),
-                         mean_sd(s["deployed_params"], ".0f"), mean_sd(s["holdout_acc"], ".4f")))
-    cells = [list(head)] + [[str(c) for c in r] for r in rows]
-    width = [max(len(r[i]) for r in cells) for i in range(len(head))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, width)) for r in cells]
-    lines.insert(1, "-+-".join("-" * w for w in width))
-    ratio_lines = [f"{ds}: " + ", ".join(f"{k}={mean_sd(v)}" for k, v in by["ratios"].items()
+            rows.append((ds, var, *(pm(spe[k]) for k in PHASES), pm(s[train_key], spec=".1f"),
+                         pm(s["epochs"], spec=".1f"), pm(s["final_dendrites"], spec=".1f"),
+                         pm(s["deployed_params"], spec=".0f"), pm(s["holdout_acc"], spec=".4f")))
+    ratio_lines = [f"{ds}: " + ", ".join(f"{k}={pm(v)}" for k, v in by["ratios"].items()
                                          if v and k.endswith(clock)) for ds, by in summary.items()]
-    return "\n".join(lines + [""] + ratio_lines)
+    return "\n".join([text_table(head, rows), "", *ratio_lines])
 
 
 def machine() -> dict:
-    def cmd(*argv: str) -> str:
-        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False).stdout
-
-    keep = ("Architecture", "CPU(s):", "Model name", "Thread(s) per core", "Core(s) per socket", "L2 cache", "L3 cache")
-    lscpu, git = cmd("lscpu").splitlines(), cmd("git", "rev-parse", "--short", "HEAD")
-    dirty = cmd("git", "status", "--porcelain", "dendritic").splitlines()  # others edit the tree concurrently
-    return {"lscpu": [ln for ln in lscpu if ln.startswith(keep)], "nproc": os.cpu_count(), "dendritic_dirty": dirty,
-            "torch": torch.__version__, "python": sys.version.split()[0], "git_head": git.strip(),
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    """bench.common.machine_info plus torch's version and the uncommitted files under dendritic/ (others
+    edit the tree concurrently)."""
+    dirty = [ln.strip() for ln in git("status", "--porcelain", "dendritic").splitlines()]
+    return machine_info() | {"torch": torch.__version__, "dendritic_dirty": dirty}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=["hello-world", "commands12"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    add_spec_options(ap)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    ap.add_argument("--epochs", type=int, default=_D["epochs"])
-    ap.add_argument("--activation", default=_D["activation"], choices=("tanh", "sigmoid", "relu"))
-    ap.add_argument("--input-noise", type=float, default=_D["input_noise"])
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--profile", choices=("traditional", "gd", "cc"),
-                    help="instead of the benchmark: one in-process run of ours with a time breakdown")
-    ap.add_argument("--op-table", action="store_true", help="with --profile: also a torch.profiler op table")
-    ap.add_argument("--switch-patience", type=int, default=RunSpec.switch_patience)
+    ap.add_argument("--profile", choices=MODES, metavar="MODE",
+                    help="traditional, gd or cc: instead of the benchmark, `python -m bench.profile_ours --profile MODE` "
+                         "with the other options given here (and its --op-table); see its --help")
     ap.add_argument("--summarise", type=Path, metavar="JSON", help="recompute the summary of a results file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args, rest = ap.parse_known_args(argv)
+    if args.profile:  # bench.profile_ours imports this module: it runs as its own process, not imported here
+        cmd = [sys.executable, "-m", "bench.profile_ours", *(sys.argv[1:] if argv is None else argv)]
+        return subprocess.run(cmd, cwd=REPO, check=False).returncode
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.worker:
         worker(RunSpec(**json.loads(args.worker)), args.worker_out)
         return 0
     if args.summarise:
         payload = json.loads(args.summarise.read_text())
         payload["summary"] = summarise(payload["runs"])
-        args.summarise.write_text(json.dumps(payload, indent=1) + "\n")
+        write_json(args.summarise, payload)
         for clock in CLOCKS:
             print(table(payload["summary"], clock), end="\n\n")
-        return 0
-    if args.profile:
-        torch.set_num_threads(1)
-        spec = RunSpec(dataset=args.datasets[0], variant=args.profile, seed=args.seeds[0], epochs=args.epochs,
-                       switch_patience=args.switch_patience, activation=args.activation, input_noise=args.input_noise)
-        rep = profile_ours(spec, args.op_table)
-        for ph, parts in rep["ms_per_epoch"].items():
-            print(f"phase {ph} ({rep['epochs_by_phase'].get(ph, 0)} epochs): ms per epoch")
-            for k, v in parts.items():
-                print(f"  {k:40s} {v:8.1f}")
-        print(rep.get("op_table", ""))
-        out = args.out if args.out != RESULTS else RESULTS.with_name("pb_profile.json")  # keep the runs' data
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(rep, indent=1) + "\n")
         return 0
     if "pai-gd" in args.variants:
         ensure_pai_venv()
@@ -608,19 +479,15 @@ def main(argv: list[str] | None = None) -> int:
     for ds in args.datasets:
         for i, seed in enumerate(args.seeds):
             for var in order_for(i, list(args.variants)):
-                r = launch(RunSpec(dataset=ds, variant=var, seed=seed, epochs=args.epochs, activation=args.activation,
-                                   input_noise=args.input_noise))
+                r = launch(spec_from(args, ds, var, seed))
                 runs.append(r)
                 print(f"{ds} seed {seed} {var:11s} epochs {len(r['epochs']):3d} train {r['train_seconds']:6.1f}s "
                       f"({r['train_seconds'] / len(r['epochs']):.3f} s/ep) dendrites {r['final_dendrites']} "
                       f"params {r['deployed_params']} holdout {r['holdout_acc']:.4f} "
                       f"load {r['loadavg_before'][0]:.1f}->{r['loadavg_after'][0]:.1f}", flush=True)
                 summary = summarise(runs)
-                payload = {"machine": info, "torch_threads": 1, "runs": runs, "summary": summary}
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = args.out.with_name(f".{args.out.name}.tmp")
-                tmp.write_text(json.dumps(payload, indent=1) + "\n")  # after every run: a killed bench keeps data
-                os.replace(tmp, args.out)
+                # after every run: a killed bench keeps its data
+                write_json(args.out, {"machine": info, "torch_threads": 1, "runs": runs, "summary": summary})
     summary = summarise(runs)
     for clock in CLOCKS:
         print()

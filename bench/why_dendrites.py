@@ -1,13 +1,13 @@
 """Why do dendrites not beat a wider traditional net at equal deployed params? (issue 3)
 
-    .venv/bin/python bench/why_dendrites.py                       # all experiments, seeds 1-3, both datasets
-    .venv/bin/python bench/why_dendrites.py --seeds 1 --datasets hello-world
-    .venv/bin/python bench/why_dendrites.py --report              # tables from the JSON only, no training
+    .venv/bin/python -m bench.why_dendrites                       # all experiments, seeds 1-3, both datasets
+    .venv/bin/python -m bench.why_dendrites --seeds 1 --datasets hello-world
+    .venv/bin/python -m bench.why_dendrites --report              # tables from the JSON only, no training
 
-Controlled experiments, each run through `dendritic.trainer.fit` with the configs `train.configs` builds
-from the block's own argument parser (so the block defaults apply: relu dendrites, noise 0.3, dropout 0.25,
-lr 0.005, batch 32, switch patience 10, dendrite patience 3, <= 200 epochs), 1 torch thread, strictly one
-run after another:
+Controlled experiments, each run through `dendritic.trainer.fit` with the RunConfig that
+`block.configs.run_config` builds from the block's own argument parser (so the block defaults apply: relu
+dendrites, noise 0.3, dropout 0.25, lr 0.005, batch 32, switch patience 10, dendrite patience 3, <= 200
+epochs), 1 torch thread, strictly one run after another:
 
 - E1 (rule & perforation): ei-default + <= 1 dendrite on all layers, gd (joint backprop, no perforation)
   vs cc (correlation rule, perforated) vs a traditional ei-shaped net widened to about the same params.
@@ -35,13 +35,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.update({k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
     DATA_ROOT,
     RESULTS_DIR,
     RESULTS_MD,
+    block_run,
+    load_dataset,
     machine_info,
     markdown_table,
     mean_sd,
@@ -119,28 +119,17 @@ def frozen_out_weights() -> Iterator[None]:
         DendriticModel.end_epoch = original
 
 
-def load(ds: str, data_root: Path):
-    from block.data import load_ei_data
-
-    d = data_root / ds
-    return load_ei_data(d, None, d / "holdout", 13)
-
-
 def run_one(ds: str, exp: str, label: str, flags: list[str], seed: int, data) -> dict:
     """One fit with the block's configs; returns accuracies at the best-validation checkpoint."""
     import torch
 
-    import train
-    from block.params import parse_args
-    from dendritic.trainer import Splits, evaluate, fit
+    from dendritic.trainer import evaluate, fit
 
-    args = parse_args(["--data-directory", "x", "--out-directory", "x", "--seed", str(seed), *flags])
-    net_cfg, pb_cfg, sched_cfg, train_cfg = train.configs(args, data.n_features, data.n_classes)
-    splits = Splits(data.x_train, data.y_train, data.x_val, data.y_val, data.x_holdout, data.y_holdout)
+    args, run = block_run(["--seed", str(seed), *flags], data.n_features, data.n_classes)
     control = exp == "E3"
     t0 = time.monotonic()
     with frozen_out_weights() if control else contextlib.nullcontext():
-        res = fit(net_cfg, pb_cfg, sched_cfg, train_cfg, splits, log=lambda s: None)
+        res = fit(run, data.splits(), log=lambda s: None)
     wall = time.monotonic() - t0
     dm = res.model.cpu().eval()
 
@@ -266,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                     if rec is None:
                         print(f"[why] {ds} {exp} {label} seed {seed} ...", flush=True)
                         if ds not in cache:
-                            cache[ds] = load(ds, args.data_root)
+                            cache[ds] = load_dataset(ds, args.data_root)
                         rec = run_one(ds, exp, label, flags, seed, cache[ds])
                     runs = [r for r in runs if key(r) != key(rec)] + [rec]
                     write_json(RESULTS_JSON, {"runs": runs})
@@ -292,8 +281,8 @@ def markdown(runs: list[dict]) -> str:
     dates = sorted({r["machine"]["date_utc"][:10] for r in ours})
     seeds = sorted({r["seed"] for r in runs})
     out += [
-        f"Measured {', '.join(dates)} (UTC), seeds {', '.join(map(str, seeds))}, on the shared 2-core Xeon dev box "
-        (f"(CPU only, 1 torch thread, runs one after another; 1-min load {min(loads):.1f}–{max(loads):.1f} at run "
+        (f"Measured {', '.join(dates)} (UTC), seeds {', '.join(map(str, seeds))}, on the shared 2-core Xeon "
+         f"dev box (CPU only, 1 torch thread, runs one after another; 1-min load {min(loads):.1f}–{max(loads):.1f} at run "
          f"ends from other jobs, so train s is noisy), commit {ours[-1]['machine']['git_head']} + this script. "
          "val/holdout = torch accuracy of the best-validation checkpoint (holdout never used to choose). "
          "Accuracies mean ± sample sd over seeds; counts show each seed's value where they differ. "
@@ -301,9 +290,9 @@ def markdown(runs: list[dict]) -> str:
          "E1 cc / traditional and E3 traditional ei-default rows are reused from "
          "`bench/results/deploy_compare.json` (same block defaults, checked by the script; train s = its "
          "train_seconds, measured under other load)."), "",
-        "```", (".venv/bin/python bench/why_dendrites.py                          # trains, merges into "
+        "```", (".venv/bin/python -m bench.why_dendrites                          # trains, merges into "
                 "bench/results/why_dendrites.json"),
-        ".venv/bin/python bench/why_dendrites.py --report --update-results-md  # regenerates this block", "```"]
+        ".venv/bin/python -m bench.why_dendrites --report --update-results-md  # regenerates this block", "```"]
     return "\n".join(out)
 
 

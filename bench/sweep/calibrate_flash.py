@@ -5,7 +5,7 @@ zero, so the folder drops no cascade), exports each with `export.export_all` and
 bytes ~ FLASH_COEFS · flash_features. Prints the constants to paste into sweep/budget.py and writes
 bench/sweep/flash_calibration.csv.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/sweep/calibrate_flash.py [--n 32] [--data DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.sweep.calibrate_flash [--n 32] [--data DIR]
 """
 
 from __future__ import annotations
@@ -13,30 +13,26 @@ from __future__ import annotations
 import argparse
 import csv
 import random
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from bench.common import DATA_ROOT, REPO, block_run
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--data", default=str(DATA_ROOT / "hello-world"))
+    ap.add_argument("--max-params", type=int, default=40_000, help="skip bigger draws (export time)")
+    opts = ap.parse_args(argv)
+
     import numpy as np
     import torch
 
-    import train
     from block.data import load_ei_data
-    from block.params import parse_args
     from dendritic.trainer import build_model
     from export import export_all
     from sweep import budget, space
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=16)
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hello-world"))
-    ap.add_argument("--max-params", type=int, default=40_000, help="skip bigger draws (export time)")
-    opts = ap.parse_args()
 
     torch.set_num_threads(1)
     data = load_ei_data(opts.data)
@@ -54,10 +50,9 @@ def main() -> None:
             "perforate": rng.choice(("all", "linear")),
             "dendrite_update": True,
         }
-        args = parse_args(["--data-directory", opts.data, "--out-directory", "unused", *space.to_argv(hp)])
-        cfgs = train.configs(args, data.n_features, data.n_classes)
-        dm = build_model(*cfgs, torch.device("cpu"))
-        k = cfgs[2].max_dendrites if hp["model_format"] != "traditional" else 0
+        _, run = block_run(space.to_argv(hp), data.n_features, data.n_classes)
+        dm = build_model(run)
+        k = run.schedule.max_dendrites if run.mode != "traditional" else 0
         features = budget.flash_features(dm, k)  # before growing, as the sweep computes it
         for layer in dm.layers.values():
             for _ in range(k):
