@@ -25,23 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     note = defaults_note(args)  # the EI runner passes its own epochs and learning rate: say so
     if note:
         log(note)
-    try:
+    from dendritic.errors import exit_code
+
+    def work() -> int:
         from block.pipeline import run
 
         search = None
         if args.search_trials > 0:  # the in-Studio architecture search (sweep/studio.py)
             from sweep import best_args as search
         return run(args, search, log)
-    except KeyboardInterrupt:
-        print("ERR: interrupted", file=sys.stderr, flush=True)
-        return 130
-    except Exception as e:
-        from dendritic.errors import error_line
 
-        if os.environ.get("DENDRITIC_DEBUG"):
-            raise
-        print(f"ERR: {error_line(e)}", file=sys.stderr, flush=True)
-        return 1
+    return exit_code(work)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ Kept apart from params.py so that `train.py --help` never imports torch: this mo
 from __future__ import annotations
 
 from argparse import Namespace
-from dataclasses import replace
 
 from dendritic import PBConfig, ScheduleConfig, preset
+from dendritic.augment import AugmentConfig
 from dendritic.model import NetConfig
 from dendritic.trainer import RunConfig, TrainConfig
 
@@ -28,11 +28,13 @@ def run_config(args: Namespace, n_features: int, n_classes: int, max_seconds: fl
                            improvement_threshold=args.improvement_threshold,
                            dendrite_patience=args.dendrite_patience, max_tries=args.max_dendrite_tries,
                            early_stopping_patience=args.early_stopping_patience)
+    augment = AugmentConfig(time_shift=args.augment_time_shift, time_masks=args.augment_time_masks,
+                            time_mask_width=args.augment_time_mask_width, freq_masks=args.augment_freq_masks,
+                            freq_mask_width=args.augment_freq_mask_width, time_warp=args.augment_time_warp,
+                            mixup_alpha=args.mixup_alpha)
     train = TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
-                        lr_patience=args.lr_patience, seed=args.seed, max_seconds=max_seconds)
+                        lr_patience=args.lr_patience, seed=args.seed, max_seconds=max_seconds, augment=augment,
+                        class_weights=args.auto_weight_classes, label_smoothing=args.label_smoothing,
+                        distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+                        teacher_width=args.teacher_width)
     return RunConfig(net, pb, sched, train)
-
-
-def with_max_dendrites(run: RunConfig, k: int) -> RunConfig:
-    """The same run with at most k dendrites per neuron (a size budget's cap)."""
-    return replace(run, schedule=replace(run.schedule, max_dendrites=k))

@@ -15,6 +15,7 @@ import tempfile
 import time
 from argparse import Namespace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def run(args: Namespace, search: Search | None = None, log: Log = print) -> int:
     from block.configs import run_config
     from block.data import load_ei_data
     from block.report import plot_training, summary_table, write_json
-    from dendritic.trainer import fit
+    from dendritic.trainer import fit, train_teacher
     from export.checkpoint import export_checkpoint, save_checkpoint
 
     out = writable_out_dir(args.out_directory)
@@ -43,7 +44,14 @@ def run(args: Namespace, search: Search | None = None, log: Log = print) -> int:
     if search is not None:  # architecture search first, then train its pick as usual
         args, data = search(args, data, log)  # data: maxTrainingTimeSeconds lowered by the search time
     cfg = run_config(args, data.n_features, data.n_classes, data.max_training_seconds)
-    result = fit(cfg, data.splits(), log)
+    teacher = None
+    if cfg.train.distill_weight > 0:  # knowledge distillation: a wider teacher first, in this same job
+        t0 = time.monotonic()
+        teacher = train_teacher(cfg, data.splits(), log)
+        if cfg.train.max_seconds:  # the student gets what the teacher left of the compute limit
+            left = max(1.0, cfg.train.max_seconds - (time.monotonic() - t0))
+            cfg = replace(cfg, train=replace(cfg.train, max_seconds=left))
+    result = fit(cfg, data.splits(), log, teacher=teacher)
     dm = result.model.cpu().eval()
     log(f"training done in {result.seconds:.1f}s: best model has {dm.num_dendrites} dendrites, "
         f"{dm.deployed_params()} params")
@@ -107,8 +115,7 @@ def assemble_metrics(cfg, result, dm, report: dict, evaluation: dict, classes: l
         "per_class_accuracy": val["int8"]["per_class_accuracy"], "confusion": val["int8"]["confusion"],
         **{k: report[k] for k in ("files", "macs", "arena_bytes", "ops", "parity") if k in report},
         "cycles": result.cycles, "evaluation": evaluation,
-        "config": {"net": cfg.net.to_dict(), "pb": vars(cfg.pb), "schedule": vars(cfg.schedule),
-                   "train": vars(cfg.train)},
+        "config": cfg.to_dict(),
         "history": history_dicts(result.history),
     }
     if "holdout" in evaluation:

@@ -7,6 +7,10 @@ ordinary PyTorch-style code that catches those still works.
 """
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+
 
 class ProjectError(Exception):
     """Base of every error phrased for the user (one line naming the problem)."""
@@ -34,3 +38,18 @@ def error_line(e: BaseException) -> str:
     if isinstance(e, (ProjectError, OSError)):
         return first_line(e)
     return f"internal error {type(e).__name__}: {first_line(e)} (DENDRITIC_DEBUG=1 shows the traceback)"
+
+
+def exit_code(work: Callable[[], int]) -> int:
+    """Run an entry point's work: every failure becomes one `ERR:` line on stderr and a non-zero exit
+    (1, or 130 on Ctrl-C), never a traceback, unless DENDRITIC_DEBUG is set."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        print("ERR: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as e:
+        if os.environ.get("DENDRITIC_DEBUG"):
+            raise
+        print(f"ERR: {error_line(e)}", file=sys.stderr, flush=True)
+        return 1

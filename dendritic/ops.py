@@ -14,7 +14,9 @@ gradients.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -235,6 +237,9 @@ def block_backward(g: torch.Tensor, saved: tuple) -> torch.Tensor:
 
 
 # ---- a whole training pass without autograd --------------------------------------------------------------
+LossGrad = Callable[[torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]  # (logits, target) -> (loss, dL/dz)
+
+
 def cross_entropy_grad(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy and its gradient w.r.t. the logits, (softmax - onehot) / B."""
     logp = torch.log_softmax(logits, 1)

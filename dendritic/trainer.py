@@ -11,12 +11,14 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import losses, ops
+from .augment import AugmentConfig, augment, mixup
 from .errors import ConfigError, TimeLimitError
 from .model import KWSNet, NetConfig
 from .pb import DendriticModel, PBConfig
@@ -40,6 +42,12 @@ class TrainConfig:
     max_seconds: float | None = None  # EI's maxTrainingTimeSeconds
     log_interval_s: float = 10.0
     fused: bool = True  # ops.py's hand-written backward (~1.7x faster); False: plain autograd, to debug maths
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # feature-domain augmentation (augment.py)
+    class_weights: bool = False  # weight the loss by inverse class frequency (EI's "auto-weight classes")
+    label_smoothing: float = 0.0  # targets (1 - e) * one-hot + e / classes: softer, better-calibrated logits
+    distill_weight: float = 0.0  # > 0: share of the loss on a wider teacher's soft targets (Hinton); 0 = off
+    distill_temperature: float = 4.0
+    teacher_width: float = 3.0  # the teacher's conv and hidden widths, as a multiple of the student's
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -50,6 +58,15 @@ class TrainConfig:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if self.lr_patience < 0:
             raise ConfigError("lr patience must be >= 0")
+        self.augment.validate()
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ConfigError(f"distillation weight must be in [0, 1], got {self.distill_weight}")
+        if not self.distill_temperature > 0 or not self.teacher_width >= 1:
+            raise ConfigError("distillation temperature must be > 0 and the teacher width multiple >= 1")
+        if self.distill_weight > 0 and self.augment.mixup_alpha > 0:
+            raise ConfigError("mixup and distillation cannot be combined (the teacher's targets are per sample)")
 
 
 @dataclass(frozen=True)
@@ -75,10 +92,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         """Inverse of to_dict (JSON or torch.load round trips turn tuples into lists)."""
-        net = dict(d["net"])
+        net, train = dict(d["net"]), dict(d["train"])
         if net.get("channels") is not None:
             net["channels"] = tuple(net["channels"])
-        return cls(NetConfig(**net), PBConfig(**d["pb"]), ScheduleConfig(**d["schedule"]), TrainConfig(**d["train"]))
+        train["augment"] = AugmentConfig(**train.get("augment", {}))
+        return cls(NetConfig(**net), PBConfig(**d["pb"]), ScheduleConfig(**d["schedule"]), TrainConfig(**train))
 
 
 @dataclass
@@ -163,8 +181,47 @@ def build_model(run: RunConfig, device: torch.device | str = "cpu") -> Dendritic
             opt, mode="max", factor=0.5, patience=train_cfg.lr_patience), fused=train_cfg.fused)
 
 
-def fit(run: RunConfig, data: Splits, log: Log = print) -> FitResult:
-    """Train until the schedule stops or the epoch/time budget runs out; return the best checkpoint."""
+def teacher_config(run: RunConfig) -> RunConfig:
+    """The distillation teacher: the same net `teacher_width` times wider, trained traditionally."""
+    m, net = run.train.teacher_width, run.net
+    wider = replace(net, width=round(net.width * m), linear_width=round(net.linear_width * m),
+                    channels=None if net.channels is None else tuple(round(c * m) for c in net.channels))
+    return RunConfig(wider, PBConfig(mode="traditional"), run.schedule, replace(run.train, distill_weight=0.0))
+
+
+def train_teacher(run: RunConfig, data: Splits, log: Log = print) -> nn.Module:
+    """Train the teacher for `run` on the same data and recipe; returns it in eval mode."""
+    cfg = teacher_config(run)
+    log(f"distillation: training a {run.train.teacher_width:g}x wider teacher first")
+    result = fit(cfg, data, lambda line: log(f"teacher: {line}"))
+    return result.model.eval()
+
+
+def _epoch_targets(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_classes: int,
+                   class_w: torch.Tensor | None, teacher: nn.Module | None, gen: torch.Generator):
+    """One epoch's (inputs, targets, loss_fn, loss_grad). Plain labels keep F.cross_entropy (the original
+    recipe, bit for bit); mixup, label smoothing and class weights train on soft targets with per-row weights; distillation
+    on the teacher's logits for these very (augmented) inputs. Targets are tuples sliced per batch."""
+    if teacher is not None:
+        with torch.no_grad():
+            t_logits = teacher(x)
+        w = None if class_w is None else class_w[y]
+        temp, a = cfg.distill_temperature, cfg.distill_weight
+        return (x, (y, t_logits, w), lambda z, b: losses.distillation_loss(z, b[0], b[1], temp, a, b[2]),
+                lambda z, b: losses.distillation_loss_grad(z, b[0], b[1], temp, a, b[2]))
+    if cfg.augment.mixup_alpha > 0 or class_w is not None or cfg.label_smoothing > 0:
+        x, t = mixup(x, y, n_classes, cfg.augment.mixup_alpha, gen)
+        if cfg.label_smoothing > 0:
+            t = t * (1 - cfg.label_smoothing) + cfg.label_smoothing / n_classes
+        w = None if class_w is None else losses.row_weights(t, class_w)
+        return (x, (t, w), lambda z, b: losses.soft_cross_entropy(z, *b),
+                lambda z, b: losses.soft_cross_entropy_grad(z, *b))
+    return x, (y,), lambda z, b: nn.functional.cross_entropy(z, b[0]), lambda z, b: ops.cross_entropy_grad(z, b[0])
+
+
+def fit(run: RunConfig, data: Splits, log: Log = print, teacher: nn.Module | None = None) -> FitResult:
+    """Train until the schedule stops or the epoch/time budget runs out; return the best checkpoint.
+    `teacher` (e.g. from `train_teacher`) turns on distillation with run.train's weight and temperature."""
     run.validate()
     train_cfg, pb_cfg = run.train, run.pb
     seed_everything(train_cfg.seed)
@@ -181,6 +238,11 @@ def fit(run: RunConfig, data: Splits, log: Log = print) -> FitResult:
     xh, yh = tensor(data.x_holdout, torch.float32), tensor(data.y_holdout, torch.long)
     gen = torch.Generator(device="cpu").manual_seed(train_cfg.seed)
     n = len(xt)
+    class_w = None
+    if train_cfg.class_weights:
+        class_w = losses.class_weights(np.bincount(np.asarray(data.y_train), minlength=run.net.n_classes)).to(device)
+    if teacher is not None and not train_cfg.distill_weight > 0:
+        teacher = None  # distillation off: the teacher is not used
     history: list[EpochRecord] = []
     start = last_log = time.monotonic()
     progress = _progress_bar(train_cfg.epochs)
@@ -194,17 +256,22 @@ def fit(run: RunConfig, data: Splits, log: Log = print) -> FitResult:
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
         x_epoch, y_epoch = xt.index_select(0, perm), yt.index_select(0, perm)  # one gather per epoch
+        # every phase sees the same augmented data policy (candidates correlate with errors on it too)
+        x_epoch = augment(x_epoch, run.net.frames, run.net.n_coeffs, train_cfg.augment, gen)
+        x_epoch, targets, loss_fn, loss_grad = _epoch_targets(x_epoch, y_epoch, train_cfg, run.net.n_classes,
+                                                              class_w, teacher, gen)
         bs = train_cfg.batch_size * (train_cfg.dendrite_batch_factor if phase is Phase.DENDRITE else 1)
-        losses, outs = [], []  # reduced once per epoch: per-batch bookkeeping ops cost as much as a layer
+        batch_losses, outs = [], []  # reduced once per epoch: per-batch bookkeeping ops cost as much as a layer
         for i in range(0, n, bs):
-            loss, logits = model.training_step(x_epoch[i:i + bs], y_epoch[i:i + bs], nn.functional.cross_entropy)
-            losses.append(loss)
+            target = tuple(None if t is None else t[i:i + bs] for t in targets)
+            loss, logits = model.training_step(x_epoch[i:i + bs], target, loss_fn, loss_grad)
+            batch_losses.append(loss)
             outs.append(logits)
             if time.monotonic() - last_log > train_cfg.log_interval_s:  # keep Studio's log alive
                 say(f"epoch {epoch} {100 * min(i + bs, n) // n}% done")
                 last_log = time.monotonic()
         sizes = torch.tensor([len(o) for o in outs], dtype=torch.float32, device=device)
-        loss_sum = torch.stack(losses) @ sizes
+        loss_sum = torch.stack(batch_losses) @ sizes
         correct = (torch.cat(outs).argmax(1) == y_epoch).sum()  # under dropout/noise, as Keras reports it
         if phase is Phase.NEURON:  # frozen neurons in a dendrite phase: validation cannot change
             val_loss, val_acc = evaluate(model, xv, yv)

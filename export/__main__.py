@@ -26,32 +26,28 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = parse(argv)
-    from dendritic.errors import error_line
+    from dendritic.errors import exit_code
 
-    try:
-        from .checkpoint import export_checkpoint
-        from .staging import staged, writable_out_dir
+    return exit_code(lambda: export(args))
 
-        out = writable_out_dir(args.out_directory)
-        calib = None
-        if args.data_directory:
-            from block.data import load_ei_data
 
-            calib = load_ei_data(args.data_directory).x_val[:CALIBRATION_ROWS]
-        with staged(out) as tmp:
-            ckpt, report = export_checkpoint(args.model, tmp, calib)
-        print(f"exported {ckpt.model.deployed_params()} params, {ckpt.model.num_dendrites} dendrites, "
-              f"classes {ckpt.classes}: " + ", ".join(f"{k} ({v:,} B)" for k, v in report["files"].items())
-              + f" in {out}", flush=True)
-        return 0
-    except KeyboardInterrupt:
-        print("ERR: interrupted", file=sys.stderr, flush=True)
-        return 130
-    except Exception as e:
-        if os.environ.get("DENDRITIC_DEBUG"):
-            raise
-        print(f"ERR: {error_line(e)}", file=sys.stderr, flush=True)
-        return 1
+def export(args: argparse.Namespace) -> int:
+    """Load, fold, export and verify into a hidden folder, then move the three files into place."""
+    from .checkpoint import export_checkpoint
+    from .staging import staged, writable_out_dir
+
+    out = writable_out_dir(args.out_directory)
+    calib = None
+    if args.data_directory:
+        from block.data import load_ei_data
+
+        calib = load_ei_data(args.data_directory).x_val[:CALIBRATION_ROWS]
+    with staged(out) as tmp:
+        ckpt, report = export_checkpoint(args.model, tmp, calib)
+    print(f"exported {ckpt.model.deployed_params()} params, {ckpt.model.num_dendrites} dendrites, "
+          f"classes {ckpt.classes}: " + ", ".join(f"{k} ({v:,} B)" for k, v in report["files"].items())
+          + f" in {out}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -30,10 +30,13 @@ CUSTOM_ONLY = ["conv-type", "conv-layers", "conv-width", "width-growth", "kernel
                "linear-width"]
 DENDRITE_ONLY = ["max-dendrites", "switch-patience", "improvement-threshold", "init-multiplier",
                  "dendrite-activation", "perforate", "dendrite-patience", "dendrite-update", "max-dendrite-tries"]
+RECIPE = ["augment-time-shift", "augment-time-masks", "augment-time-mask-width", "augment-freq-masks", "augment-freq-mask-width", "augment-time-warp", "mixup-alpha", "auto-weight-classes", "label-smoothing", "distill-weight", "distill-temperature", "teacher-width"]  # the training recipe (issue 13), all advanced
 ADVANCED = ["batch-size", "max-dendrite-tries", "early-stopping-patience", "lr-patience", "mfcc-coefficients", "seed",
-            "search-trials", "max-params"]
+            "search-trials", "max-params", *RECIPE]
+RECIPE_DEFAULTS = {"augment-time-shift": 0, "augment-time-masks": 0, "augment-time-mask-width": 4, "augment-freq-masks": 0, "augment-freq-mask-width": 2, "augment-time-warp": 0, "mixup-alpha": 0, "auto-weight-classes": False, "label-smoothing": 0, "distill-weight": 0, "distill-temperature": 4, "teacher-width": 3}
 # The block's documented interface: param -> default (what the team agreed; changing one is an interface change).
 EXPECTED_DEFAULTS = {
+    **RECIPE_DEFAULTS,
     "epochs": 200, "learning-rate": 0.005, "batch-size": 32, "model-preset": "ei-default",
     "conv-type": "conv1d", "conv-layers": 2, "conv-width": 8, "width-growth": "doubling", "kernel-size": 3,
     "linear-layers": 1, "linear-width": 16, "dropout": 0.25, "input-noise": 0.3, "model-format": "cc",

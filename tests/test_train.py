@@ -91,3 +91,79 @@ def test_time_limit_fails_fast_with_err_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert rc == 1 and "ERR: Estimated training time" in err and "compute time limit" in err
     assert not any(out.glob("*.tflite")) and not any(out.glob("*.onnx"))
+
+
+def test_python_m_export_reproduces_the_shipped_int8_model(cc_run, tmp_path) -> None:
+    """model.pt rebuilds the trained net; re-exporting it gives the run's own int8 predictions ."""
+    from block.data import load_ei_data
+    from export.__main__ import main as export_main
+    from export.runtime import predict
+
+    out, m = cc_run
+    again = tmp_path / "again"
+    assert export_main([str(out / "model.pt"), "--out-directory", str(again)]) == 0
+    assert sorted(p.name for p in again.iterdir()) == ["model.onnx", "model.tflite", "model_quantized_int8_io.tflite"]
+    x = load_ei_data(DEMO, None, DEMO / "holdout").x_holdout
+    name = "model_quantized_int8_io.tflite"
+    np.testing.assert_array_equal(predict(again / name, x), predict(out / name, x))
+
+
+def test_checkpoint_round_trip_keeps_config_and_dendrites(cc_run) -> None:
+    import torch
+
+    from export.checkpoint import load_checkpoint
+
+    out, m = cc_run
+    blob = torch.load(out / "model.pt", weights_only=True)  # plain tensors and containers: no code runs
+    ckpt = load_checkpoint(out / "model.pt")
+    assert ckpt.classes == m["classes"] and ckpt.n_features == 650
+    assert ckpt.model.num_dendrites == m["dendrites"] and ckpt.model.deployed_params() == m["params"]
+    assert ckpt.run.to_dict() == blob["run"] and ckpt.run.mode == "cc"
+    assert ckpt.calibration.shape == (90, 650)  # the demo's validation rows
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"not a zip"), r"model\.pt: not a readable PyTorch checkpoint"),
+    (lambda p: __import__("torch").save({"weights": __import__("torch").zeros(3)}, p),
+     r"model\.pt: not a Dendritic NN model\.pt"),
+    (None, r"model\.pt: no such checkpoint file"),
+])
+def test_corrupt_or_foreign_model_pt_is_one_err_line(tmp_path, capsys, make, message) -> None:
+    import re
+
+    from export.__main__ import main as export_main
+
+    path = tmp_path / "model.pt"
+    if make is not None:
+        make(path)
+    out = tmp_path / "out"
+    assert export_main([str(path), "--out-directory", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ERR: ") and re.search(message, err[0]), err
+    assert list(out.iterdir()) == []  # nothing half-written
+
+
+def test_damaged_checkpoint_state_is_one_err_line(cc_run, tmp_path, capsys) -> None:
+    import torch
+
+    from export.__main__ import main as export_main
+
+    blob = torch.load(cc_run[0] / "model.pt", weights_only=True)
+    blob["state_dict"].pop(next(iter(blob["state_dict"])))
+    torch.save(blob, tmp_path / "model.pt")
+    assert export_main([str(tmp_path / "model.pt"), "--out-directory", str(tmp_path / "out")]) == 1
+    assert "ERR: model.pt: damaged checkpoint" in capsys.readouterr().err
+
+
+def test_a_bug_is_reported_as_internal_error(tmp_path, monkeypatch, capsys) -> None:
+    """Only the project's error classes (and OSError) read as the user's problem; a bug says it is one."""
+    def bug(*args, **kwargs):
+        raise KeyError("oops")
+
+    monkeypatch.setattr("block.pipeline.run", bug)
+    assert train.main(argv(tmp_path / "out")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ERR: internal error KeyError") and "DENDRITIC_DEBUG=1" in err and "Traceback" not in err
+    monkeypatch.setattr("block.pipeline.run", lambda *a, **k: (_ for _ in ()).throw(ValueError("plain bug")))
+    assert train.main(argv(tmp_path / "out")) == 1
+    assert "ERR: internal error ValueError: plain bug" in capsys.readouterr().err
