@@ -53,9 +53,22 @@ def summary_table(metrics: dict) -> str:
     cycles = [f"  k={c['dendrites']}: params={c['params']} best_val={c['best_val_accuracy']:.4f}"
               + (f" holdout={c['holdout_accuracy']:.4f}" if c.get("holdout_accuracy") is not None else "")
               for c in metrics.get("cycles", [])]
-    return "\n".join(["", "=== Dendritic NN summary ===", *lines, "  ".join(facts), "  ".join(files),
-                      "cycles (best validation epoch per dendrite count):", *cycles,
+    return "\n".join(["", "=== Dendritic NN summary ===", *lines, *recall_table(metrics.get("evaluation", {})),
+                      "  ".join(facts), "  ".join(files), "cycles (best validation epoch per dendrite count):", *cycles,
                       *deployment_table(metrics.get("deployment", {})), ""])
+
+
+def recall_table(evaluation: dict) -> list[str]:
+    """Per-class recall of the shipped int8 model on each split: a keyword that is rarely caught hides
+    easily in the overall accuracy, and class weighting (--auto-weight-classes) is the fix to try."""
+    splits = [s for s in ("validation", "holdout") if "int8" in evaluation.get(s, {})]
+    if not splits:
+        return []
+    per = {s: evaluation[s]["int8"]["per_class_accuracy"] for s in splits}
+    rows = [("class", *(f"{s} recall (int8)" for s in splits))]
+    for c in per[splits[0]]:
+        rows.append((c, *("-" if per[s].get(c) is None else f"{per[s][c]:.4f}" for s in splits)))
+    return ["per-class recall:", *fixed_width(rows)]
 
 
 def deployment_table(deployment: dict) -> list[str]:

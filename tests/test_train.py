@@ -99,7 +99,7 @@ def test_python_m_export_reproduces_the_shipped_int8_model(cc_run, tmp_path) -> 
     from export.__main__ import main as export_main
     from export.runtime import predict
 
-    out, m = cc_run
+    out, _ = cc_run
     again = tmp_path / "again"
     assert export_main([str(out / "model.pt"), "--out-directory", str(again)]) == 0
     assert sorted(p.name for p in again.iterdir()) == ["model.onnx", "model.tflite", "model_quantized_int8_io.tflite"]
@@ -167,3 +167,18 @@ def test_a_bug_is_reported_as_internal_error(tmp_path, monkeypatch, capsys) -> N
     monkeypatch.setattr("block.pipeline.run", lambda *a, **k: (_ for _ in ()).throw(ValueError("plain bug")))
     assert train.main(argv(tmp_path / "out")) == 1
     assert "ERR: internal error ValueError: plain bug" in capsys.readouterr().err
+
+
+def test_summary_table_shows_per_class_recall(cc_run) -> None:
+    from block.report import summary_table
+
+    _, m = cc_run
+    text = summary_table(m)
+    lines = text.splitlines()
+    head = lines.index("per-class recall:")
+    assert "validation recall (int8)" in lines[head + 1] and "holdout recall (int8)" in lines[head + 1]
+    rows = {ln.split()[0]: [float(v) for v in ln.split()[1:]] for ln in lines[head + 3:head + 6]}
+    assert set(rows) == set(m["classes"])
+    confusion = np.array(m["confusion"])  # validation, int8, rows = true class
+    for i, c in enumerate(m["classes"]):
+        assert rows[c][0] == pytest.approx(confusion[i, i] / confusion[i].sum(), abs=5e-5)
