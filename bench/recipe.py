@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_one(dataset: str, net: str, recipe: str, seed: int, args: argparse.Namespace) -> dict:
+    """One train.py run; the Keras row's float holdout sits in the float column (Keras exports no int8)."""
     data = args.data_root / dataset
     flags = ["--data-directory", str(data), "--holdout-directory", str(data / "holdout"), "--seed", str(seed),
              "--model-format", "traditional", *NETS[net], *RECIPES[recipe]]
@@ -107,7 +108,7 @@ def rows(runs: list[dict], datasets: list[str]) -> list[list[str]]:
             ref = json.loads(ref_path.read_text())
             budget = max(map(int, ref["summary"]))
             rs = [r for r in ref["runs"] if r["epochs"] == budget]
-            out.append([ds, "EI's Keras block (ei-default net)", f"{ref['params']:,}", str(len(rs)), "–",
+            out.append([ds, "EI's Keras block (ei-default net)", "EI's", f"{ref['params']:,}", str(len(rs)), "–",
                         pct([r.get("holdout_accuracy") for r in rs]), "–", pct([r["val_accuracy"] for r in rs]),
                         str(budget), fmt_pm([r["seed_wall_seconds"] for r in rs], 0, show_n=False)])
     return out
