@@ -6,9 +6,11 @@
 #
 # Build args:
 #   BASE_IMAGE          any image whose `python3` is 3.11 with the venv module (the pins need 3.11).
-#   TORCH_VARIANT       cuda (default: torch==2.13.0 from PyPI is the CUDA 13.0 build on Linux x86_64; it
-#                       needs an NVIDIA driver >= 580 to use the GPU, else train.py runs on the CPU)
-#                       or cpu (torch==2.13.0+cpu: an image of ~4 GB instead of ~8 GB, no GPU).
+#   TORCH_VARIANT       cpu (default: torch==2.13.0+cpu, a ~4 GB image; these nets of a few thousand params
+#                       train as fast on a CPU, and `edge-impulse-blocks push` cannot pass build args, so
+#                       this is what Studio builds) or cuda (torch==2.13.0 from PyPI, the CUDA 13.0 build:
+#                       a ~8 GB image that needs an NVIDIA driver >= 580 to use a GPU; on an older driver,
+#                       such as EI's CUDA 11.2/12.x workers, it silently trains on the CPU).
 #   TORCH_CPU_INDEX_URL where the +cpu wheel comes from for TORCH_VARIANT=cpu; set it empty when
 #                       PIP_INSTALL_ARGS points at a local wheel folder (--find-links) instead.
 #   PIP_INSTALL_ARGS    extra pip options (a mirror, --find-links); the default keeps pip's cache out.
@@ -16,7 +18,7 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
-ARG TORCH_VARIANT=cuda
+ARG TORCH_VARIANT=cpu
 ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG PIP_INSTALL_ARGS=--no-cache-dir
 
@@ -54,4 +56,7 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "| tensorflow", te
 
 COPY . ./
 
+# Exec form, no shell in between: python3 is the container's PID 1 and gets `docker stop`'s (and Studio's
+# cancel) SIGTERM itself. PID 1 ignores signals it has no handler for; train.py installs one, so the job stops
+# at once with `ERR: terminated (SIGTERM)`, exit 143 and no model files (tests/test_container.py).
 ENTRYPOINT ["python3", "-u", "train.py"]

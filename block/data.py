@@ -44,6 +44,7 @@ class EIData:
     x_holdout: np.ndarray | None = None  # our local stand-in for Studio's Test set (never given by EI)
     y_holdout: np.ndarray | None = None
     info: dict = field(default_factory=dict)  # parsed train_input.json, {} when running locally
+    on_gpu: bool = False  # the job trains on a GPU (set by block/pipeline.py): the GPU time limit applies
     warnings: list[str] = field(default_factory=list)  # the warning lines load_ei_data reported
 
     @property
@@ -56,9 +57,11 @@ class EIData:
 
     @property
     def max_training_seconds(self) -> float | None:
-        """EI's compute-time limit for this job, when Studio passed one."""
-        limit = self.info.get("maxTrainingTimeSeconds")
-        return None if limit is None else float(limit)
+        """EI's compute-time limit for this job, when Studio passed one: maxTrainingTimeSeconds, or on a GPU
+        remainingGpuComputeTimeSeconds (the project's GPU time left) when that is smaller."""
+        keys = ("maxTrainingTimeSeconds", "remainingGpuComputeTimeSeconds") if self.on_gpu else ("maxTrainingTimeSeconds",)
+        limits = [float(self.info[k]) for k in keys if self.info.get(k) is not None]
+        return min(limits) if limits else None
 
     def splits(self):
         """The arrays `dendritic.trainer.fit` trains on (imported here lazily: this module stays torch-free)."""
@@ -214,9 +217,14 @@ def load_info(path: Path) -> dict:
             f"{path}: train_input.json 'classes' has duplicate names: {', '.join(duplicates)}; "
             f"every class needs a unique name"
         )
-    limit = info.get("maxTrainingTimeSeconds")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
-        raise DataError(f"{path}: train_input.json 'maxTrainingTimeSeconds' must be a positive number, got {limit!r}")
+    # null means no limit (ei-contract §3.2). The GPU time left may be 0 on a project that used it up: that
+    # matters only when the job runs on a GPU (EIData.max_training_seconds), so only its type is checked.
+    for key, positive in (("maxTrainingTimeSeconds", True), ("remainingGpuComputeTimeSeconds", False)):
+        limit = info.get(key)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                                  or (positive and limit <= 0)):
+            kind = "a positive number" if positive else "a number"
+            raise DataError(f"{path}: train_input.json '{key}' must be {kind}, got {limit!r}")
     mode = info.get("mode", "classification")
     if mode != "classification":
         raise DataError(f"{path}: train_input.json mode is {mode!r}; this block supports classification only")

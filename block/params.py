@@ -68,6 +68,13 @@ def non_negative_float(text: str | float) -> float:
     return value
 
 
+def budget(text: str | int) -> str | int:
+    """--max-params: 'auto' or a non-negative parameter count (EI's UI field is a string)."""
+    word = str(text).strip().lower()
+    return "auto" if word == "auto" else non_negative_int(word)
+
+
+BY_PARAM: dict[str, Callable] = {"max-params": budget}  # parameters whose values need more than their EI type
 CONVERTERS: dict[str, Callable] = {
     "int": non_negative_int,
     "float": non_negative_float,
@@ -105,7 +112,7 @@ def build_parser(params: list[dict]) -> argparse.ArgumentParser:
     parser.add_argument("--holdout-directory", default=None,
                         help="local extension: a dir with X_test.npy/Y_test.npy to report holdout accuracy")
     for item in params:
-        convert = CONVERTERS.get(item["type"])
+        convert = BY_PARAM.get(item["param"]) or CONVERTERS.get(item["type"])
         if convert is None:
             raise ValueError(f"parameters.json: unsupported type {item['type']!r} for {item['param']}")
         kwargs: dict = {"dest": dest(item["param"]), "default": convert(item["value"]), "help": item.get("help")}

@@ -29,7 +29,9 @@ from .errors import ConfigError
 from .layer import WRAPPABLE, Activation, DendriticLayer, deployed_params
 from .schedule import MODES, Action, Decision, Mode, Phase, PhaseSchedule, ScheduleConfig
 
-Scope = Literal["linear", "all"]
+Scope = Literal["linear", "conv", "all"]
+SCOPES: dict[str, tuple[type[nn.Module], ...]] = {
+    "linear": (nn.Linear,), "conv": (nn.Conv1d, nn.Conv2d), "all": WRAPPABLE}
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], "torch.optim.lr_scheduler.ReduceLROnPlateau | None"]
 
@@ -39,7 +41,7 @@ class PBConfig:
     """How dendrites are added and trained. Schedule knobs live in `ScheduleConfig`."""
 
     mode: Mode = "cc"
-    scope: Scope = "all"  # which layers get dendrites: Linear only, or Linear + Conv
+    scope: Scope = "all"  # which layers get dendrites: Linear only, Conv only (no classifier copy), or both
     activation: Activation = "tanh"
     init_mult: float = 0.01
     dendrite_update: bool = True  # cc: fine-tune installed dendrites in neuron phases (False = frozen)
@@ -47,15 +49,17 @@ class PBConfig:
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"model format must be {', '.join(MODES)}, got {self.mode!r}")
-        if self.scope not in ("linear", "all"):
-            raise ConfigError(f"layers to perforate must be linear or all, got {self.scope!r}")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"layers to perforate must be {', '.join(SCOPES)}, got {self.scope!r}")
         if self.init_mult <= 0:
             raise ConfigError("init multiplier must be > 0")
 
 
 def wrap_layers(net: nn.Module, scope: Scope, activation: Activation, init_mult: float) -> dict[str, DendriticLayer]:
-    """Replace Linear (and, for scope 'all', Conv) submodules of `net` by DendriticLayers, in place."""
-    kinds = WRAPPABLE if scope == "all" else (nn.Linear,)
+    """Replace the Linear and/or Conv submodules of `net` (by `scope`) by DendriticLayers, in place.
+    'conv' exists because a dendrite is a full copy of its layer: on the classifier that copy adds params
+    but no features (bench/why_dendrites.py)."""
+    kinds = SCOPES[scope]
     targets = [(name, m) for name, m in net.named_modules() if isinstance(m, kinds)
                and not any(isinstance(p, DendriticLayer) for p in _parents(net, name))]
     wrapped = {}

@@ -14,10 +14,18 @@ from torch import nn
 from .verify import ExportError, first_line
 
 INPUT_NAME, OUTPUT_NAME = "x", "y"
-# The dynamo exporter specialises on the static example input, so shape arithmetic (KWSNet's odd-length
-# pooling pad, reshape(-1, ...)) folds to constants and the output is a static (1, C). The legacy exporter
-# keeps Shape/Gather/Mod chains and a symbolic batch there. Opset 18 is the one conversion.md measured.
-OPSET = 18
+# Opset 10, the one Edge Impulse's own PyTorch block example exports, so a Studio that converts model.onnx
+# itself gets the opset it is known to take. Measured (torch 2.13, onnxruntime, onnx2tf 1.28.8; plain and
+# dendritic Conv1d/Linear with tanh/sigmoid/relu dendrites, Conv2d paper-baseline; README "ONNX opset"):
+# - TorchScript exporter (dynamo=False) at opset 10 (and 9): static (1, F) -> (1, C), ORT, float TFLite and
+#   int8 outputs identical to opset 18's, the same TFLM builtin ops (SPLIT_V instead of SPLIT), TFLM runs.
+#   Opset 9 passes too; we stay at EI's documented 10. Opsets 7-8 put the weights in as graph inputs.
+# - TorchScript exporter at opset 11-18: the odd-length pooling pad becomes a Shape/Slice/ConstantOfShape
+#   chain and the output batch is symbolic ('Softmaxy_dim_0'); only pad-free (Conv2d) nets stay static.
+# - dynamo exporter below 18: the down-conversion fails (no adapter for Pad to 17, Identity from 16) and the
+#   file silently stays at opset 18; at 16-17 Conv2d nets fail the checker (Split num_outputs).
+# The TorchScript exporter is deprecated in torch 2.13 but pinned here; check_onnx_io catches any drift.
+OPSET = 10
 
 
 def with_softmax(model: nn.Module) -> nn.Module:
@@ -36,9 +44,9 @@ def export_onnx(model: nn.Module, path: Path, n_features: int) -> Path:
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            torch.onnx.export(probs, (torch.zeros(1, n_features),), str(path), dynamo=True,
+            torch.onnx.export(probs, (torch.zeros(1, n_features),), str(path), dynamo=False,
                               opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              verbose=False, external_data=False)  # weights inside model.onnx
+                              verbose=False)  # static shapes: no dynamic_axes; weights inside model.onnx
     finally:
         noisy.setLevel(level)
     m = onnx.load(str(path))
@@ -56,7 +64,7 @@ def _dims(value_info) -> list[int | str]:
 
 def check_onnx_io(m, n_features: int) -> None:
     """Exactly one static (1, F) input and one static (1, C) output, at the opset we asked for (the dynamo
-    exporter can silently keep a different one, conversion.md pitfall 6)."""
+    exporter can silently keep a different one, conversion.md pitfall 6; see OPSET)."""
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset != OPSET:
         raise ExportError(f"ONNX opset is {opset}, expected {OPSET}")

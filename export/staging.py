@@ -1,16 +1,23 @@
 """Output folders that never hold half a result: build in a hidden folder, then move files into place.
 
 Studio (and a user's scripts) treat any model file in the out directory as the result, so every writer of
-model files (the block, `python -m export`, the sweep's --export-best) stages them here first.
+model files (the block, `python -m export`, the sweep's --export-best) stages them here first. An interrupt
+(SIGTERM/SIGINT, dendritic/errors.py `stop_on_signals`) during the move takes back the files already moved;
+once all are in place the job counts as done and later signals are ignored.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from dendritic.errors import commit_results
+
+MOVE_PAUSE_ENV = "DENDRITIC_TEST_MOVE_PAUSE_S"  # test hook: seconds to sleep after each moved file
 
 
 def writable_out_dir(path: str | Path) -> Path:
@@ -28,11 +35,23 @@ def writable_out_dir(path: str | Path) -> Path:
 @contextmanager
 def staged(out: Path, prefix: str = ".build-") -> Iterator[Path]:
     """Yield a hidden folder inside `out`; when the block exits cleanly, move its files into `out`.
-    The folder is removed whatever happens, so a failure or an interrupt leaves nothing behind."""
+    The folder is removed whatever happens, so a failure or an interrupt leaves nothing behind: one that
+    comes during the move removes the files already moved (only ever a few renames, no copies)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out))
+    names: list[str] = []
     try:
         yield tmp
-        for f in sorted(tmp.iterdir()):  # every artifact exists and was verified: move them into place
-            os.replace(f, out / f.name)
+        names = sorted(f.name for f in tmp.iterdir())  # every artifact exists and was verified
+        pause = float(os.environ.get(MOVE_PAUSE_ENV, "0"))
+        for name in names:
+            os.replace(tmp / name, out / name)
+            if pause:
+                time.sleep(pause)  # lets tests/test_signals.py stop the run in the middle of the move
+        commit_results()
+    except BaseException:
+        for name in names:  # interrupted mid-move: a file no longer in tmp was moved; take it back
+            if not (tmp / name).exists():
+                (out / name).unlink(missing_ok=True)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,11 +3,13 @@
 import signal
 import sys
 
+from dendritic.errors import Terminated
+
 from .cli import main
 
 
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM (kill, a scheduler) ends a worker like Ctrl-C: its trial is re-queued
+    raise Terminated  # SIGTERM (kill, a scheduler) ends a worker like Ctrl-C (a KeyboardInterrupt): re-queued
 
 
 signal.signal(signal.SIGTERM, _interrupt)

@@ -229,7 +229,7 @@ def run(opts: argparse.Namespace, extra: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done, 1 bad input or failure, 2 bad options, 130 interrupted."""
+    """Exit codes: 0 done, 1 bad input or failure, 2 bad options, 130 interrupted, 143 SIGTERM."""
     os.environ.setdefault(
         "OMP_NUM_THREADS", "1"
     )  # one sweep worker = one core; torch threads are set per fit
@@ -240,13 +240,16 @@ def main(argv: list[str] | None = None) -> int:
         opts, extra = parse(argv)
         stage = 1
         return run(opts, extra)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated (sweep/__main__.py)
+        from dendritic.errors import Terminated
+
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(
-            "ERR: interrupted (the running trial is queued again; re-run the command to continue)",
+            f"ERR: {what} (the running trial is queued again; re-run the command to continue)",
             file=sys.stderr,
             flush=True,
         )
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     except Exception as e:  # the contract: one readable line, never a traceback
         if os.environ.get("DENDRITIC_DEBUG"):
             raise

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -206,3 +207,94 @@ def test_trains_and_exports_like_studio(image, tmp_path):
         interp.set_tensor(inp["index"], feed.astype(io_dtype))
         interp.invoke()
         assert interp.get_tensor(outp["index"]).size == n_classes, name
+
+
+def _descendants(pid: int) -> list[int]:
+    """All processes below `pid`, from /proc (no psutil): buildah run's chroot helper sits in between."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _train_py_pid(pid: int) -> int | None:
+    for child in _descendants(pid):
+        try:
+            argv = (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"train.py" in argv:
+            return child
+    return None
+
+
+@pytest.mark.timeout(900)
+def test_stop_during_training_exits_cleanly(image, tmp_path):
+    """`docker stop` in the middle of training: SIGTERM to the entry point's python3, then (as Docker) at most
+    10 s before SIGKILL. The job must exit 143 by itself with one `ERR: terminated (SIGTERM)` line and no
+    traceback, and leave nothing in the out directory (no model files, no hidden .build-*/.reference-*).
+
+    Under Docker python3 is PID 1, which the kernel shields from every signal it has no handler for, so
+    without train.py's handler `docker stop` would wait the full grace period and SIGKILL the job; buildah's
+    chroot isolation has no PID namespace, so here the signal goes to the same python3 process as an ordinary
+    PID (the handler is what both cases need)."""
+    data = tmp_path / "data"
+    shutil.copytree(DEMO_DATA, data)
+    data.chmod(0o777)
+    for p in data.rglob("*"):
+        p.chmod(0o777 if p.is_dir() else 0o666)
+    # Training that would run for minutes, so the signal surely lands in it (the last flag wins in argparse).
+    argv = [*image["config"]["Entrypoint"], *studio_argv("/data", 5000), "--model-format", "traditional",
+            "--early-stopping-patience", "5000"]
+    log, pid = tmp_path / "stop.log", None
+    ctr = _sh(["buildah", "from", "--pull=never", "--quiet", image["name"]], timeout=120).stdout.strip()
+    try:
+        with log.open("w") as sink:
+            proc = subprocess.Popen(["unshare", "--net", "--", "buildah", "run", "--isolation", "chroot",
+                                     "--volume", f"{data}:/data", ctr, "--", *argv],
+                                    stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 600
+            while not re.search(r"^epoch \d+/\d+ ", log.read_text(), re.MULTILINE):
+                assert proc.poll() is None, f"the job ended before training:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"no epoch line in 600 s:\n{log.read_text()[-3000:]}"
+                time.sleep(0.1)
+            pid = _train_py_pid(proc.pid)
+            assert pid is not None, "no train.py process under buildah run"
+            t0 = time.monotonic()
+            os.kill(pid, signal.SIGTERM)  # what `docker stop` sends to the container's PID 1
+            try:
+                rc = proc.wait(timeout=10)  # docker stop's default grace period
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"still running 10 s after SIGTERM (docker stop would SIGKILL it):\n"
+                            f"{log.read_text()[-3000:]}")
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:  # the test failed: end the job (buildah first, then its train.py)
+                proc.kill()
+                proc.wait()
+                if pid is not None:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+    finally:
+        subprocess.run(["buildah", "rm", ctr], check=False, capture_output=True)
+    text = log.read_text()
+    print(f"\ncontainer stop: exit {rc} {took:.1f} s after SIGTERM; log tail:\n"
+          + "\n".join(text.splitlines()[-5:]))
+    assert rc == 143, text[-3000:]
+    assert "Traceback" not in text, text[-4000:]
+    assert [ln for ln in text.splitlines() if ln.startswith("ERR:")] == ["ERR: terminated (SIGTERM)"], text[-3000:]
+    out = data / "out"
+    left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert left == [], f"docker stop left {left} in the out directory"

@@ -2,6 +2,7 @@
 DataError whose one line names the problem (the catalogue lives in ei_dirs.BAD_INPUTS)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -76,6 +77,22 @@ def test_classes_come_from_info_file_before_the_data_dir(tmp_path: Path) -> None
     assert data.info == {"classes": ["a", "b", "c"]} and data.max_training_seconds is None
 
 
+@pytest.mark.parametrize(("info", "on_gpu", "limit"), [
+    ({"maxTrainingTimeSeconds": 600, "remainingGpuComputeTimeSeconds": 120}, True, 120.0),
+    ({"maxTrainingTimeSeconds": 600, "remainingGpuComputeTimeSeconds": 120}, False, 600.0),  # CPU job
+    ({"maxTrainingTimeSeconds": 600, "remainingGpuComputeTimeSeconds": 900}, True, 600.0),
+    ({"maxTrainingTimeSeconds": 600, "remainingGpuComputeTimeSeconds": None}, True, 600.0),
+    ({"remainingGpuComputeTimeSeconds": 0}, True, 0.0),  # GPU time used up: block/pipeline.py stops at once
+    ({"remainingGpuComputeTimeSeconds": 0}, False, None),
+])
+def test_compute_limit_is_the_smaller_one_on_a_gpu(tmp_path: Path, info: dict, on_gpu: bool, limit) -> None:
+    """EI's remainingGpuComputeTimeSeconds limits a job only when it trains on a GPU (ei-contract §3.2)."""
+    d = write_ei_dir(tmp_path / "data")
+    (d / "train_input.json").write_text(json.dumps({"classes": CLASSES, **info}))
+    data = dataclasses.replace(load_ei_data(d), on_gpu=on_gpu)
+    assert data.max_training_seconds == limit
+
+
 def test_without_train_input_json_classes_are_numbered(tmp_path: Path) -> None:
     data = load_ei_data(write_ei_dir(tmp_path / "data", info=False))
     assert data.classes == ["class0", "class1", "class2"] and data.info == {}
@@ -106,6 +123,8 @@ def test_bad_input_raises_data_error(tmp_path: Path, case: str) -> None:
     (lambda d: (d / "X_split_train.npy").write_bytes(b"garbage"), {}, r"X_split_train\.npy: cannot read \.npy"),
     (lambda d: (d / "train_input.json").write_text("[1, 2]"), {}, r"must hold a JSON object"),
     (lambda d: (d / "train_input.json").write_text('{"maxTrainingTimeSeconds": "1h"}'), {}, r"maxTrainingTime"),
+    (lambda d: (d / "train_input.json").write_text('{"remainingGpuComputeTimeSeconds": true}'), {},
+     r"'remainingGpuComputeTimeSeconds' must be a number"),
     (lambda d: (d / "train_input.json").write_text('{"mode": "regression"}'), {}, r"classification only"),
     (lambda d: np.save(d / "X_split_test.npy", np.zeros((9, 650), np.float32)[:0]) or
      np.save(d / "Y_split_test.npy", np.zeros((0,), np.int64)), {}, r"validation split is empty"),

@@ -75,12 +75,12 @@ def test_artifacts_and_report(exported) -> None:
 
 def test_dendritic_report_counts(plain, dendritic) -> None:
     """2 dendrites stack into the same conv/FC ops (3x the output channels, so 3x the MACs), plus per layer
-    (3 layers) one SPLIT, 2 TANH, 3 MUL and 3 ADD (2 for T, 1 for the cascade U_1)."""
+    (3 layers) one SPLIT_V (SPLIT at ONNX opset >= 13), 2 TANH, 3 MUL and 3 ADD (2 for T, 1 for the cascade U_1)."""
     p, d = plain[1], dendritic[1]
     assert d["macs"] == 3 * p["macs"]
     for op in ("CONV_2D", "FULLY_CONNECTED"):
         assert d["ops"][op] == p["ops"][op]
-    assert d["ops"]["SPLIT"] == 3 and d["ops"]["TANH"] == 6 and d["ops"]["MUL"] == 9 and d["ops"]["ADD"] == 9
+    assert d["ops"]["SPLIT_V"] == 3 and d["ops"]["TANH"] == 6 and d["ops"]["MUL"] == 9 and d["ops"]["ADD"] == 9
 
 
 def test_float_parity_with_torch(exported, features) -> None:
@@ -94,6 +94,21 @@ def test_float_parity_with_torch(exported, features) -> None:
     np.testing.assert_allclose(probs, predict(out / "model.onnx", x), atol=1e-4)
     int8 = predict(out / "model_quantized_int8_io.tflite", x)
     assert np.abs(int8 - probs).max() < 0.1 and np.abs(int8.sum(1) - 1).max() < 0.05
+
+
+def test_onnx_is_opset_10_with_static_shapes(exported) -> None:
+    """model.onnx uses Edge Impulse's own PyTorch example's opset (export/onnx_export.py OPSET has the
+    measurements behind it): static (1, 650) in, (1, 3) out, weights as initializers, not inputs."""
+    import onnx
+
+    out, _ = exported
+    m = onnx.load(str(out / "model.onnx"))
+    assert [(o.domain, o.version) for o in m.opset_import] == [("", 10)]
+    dims = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*m.graph.input, *m.graph.output)]
+    assert dims == [[1, 650], [1, 3]] and m.graph.initializer
+    assert {n.op_type for n in m.graph.node} <= {"Constant", "Reshape", "Transpose", "Conv", "Relu", "Pad",
+                                                 "MaxPool", "Flatten", "Gemm", "Split", "Tanh", "Mul", "Add",
+                                                 "Softmax"}
 
 
 def test_mcu_rules(exported) -> None:

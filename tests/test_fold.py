@@ -164,3 +164,28 @@ def test_bn_inside_dendritic_unit_is_folded() -> None:
     unit.eval()
     folded = fold_model(nn.Sequential(unit))
     assert max_diff(unit, folded, torch.randn(5, 3, 9)) <= 1e-5
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_conv_scope_folds_exactly_and_counts_its_params(activation: str, k: int) -> None:
+    """scope 'conv' (dendrites on the convolutions only): exact fold, the classifier stays one plain layer,
+    and the deployment formula is the folded model's true parameter count."""
+    from dendritic import DendriticModel, PBConfig
+
+    torch.manual_seed(k)
+    dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES)),
+                        PBConfig(mode="gd", scope="conv", activation=activation))
+    assert list(dm.layers) == ["convs.0", "convs.1"]
+    for layer in dm.layers.values():
+        for _ in range(k):
+            layer.add_dendrite()
+        with torch.no_grad():
+            for t in [*layer.out_weights, *layer.cascade]:  # non-zero U too, as CC installs it
+                t.normal_()
+    net = dm.net.eval()
+    folded = fold_model(net)
+    x = torch.randn(16, N_FEATURES)
+    assert max_diff(net, folded, x) <= 1e-5
+    assert type(folded.linears[0]) is nn.Linear
+    assert sum(p.numel() for p in folded.parameters()) == dm.deployed_params()

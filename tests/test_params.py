@@ -32,7 +32,7 @@ DENDRITE_ONLY = ["max-dendrites", "switch-patience", "improvement-threshold", "i
                  "dendrite-activation", "perforate", "dendrite-patience", "dendrite-update", "max-dendrite-tries"]
 RECIPE = ["augment-time-shift", "augment-time-masks", "augment-time-mask-width", "augment-freq-masks", "augment-freq-mask-width", "augment-time-warp", "mixup-alpha", "auto-weight-classes", "label-smoothing", "distill-weight", "distill-temperature", "teacher-width"]  # the training recipe (issue 13), all advanced
 ADVANCED = ["batch-size", "max-dendrite-tries", "early-stopping-patience", "lr-patience", "mfcc-coefficients", "seed",
-            "search-trials", "max-params", *RECIPE]
+            "search-trials", "max-params", "export-onnx", *RECIPE]
 RECIPE_DEFAULTS = {"augment-time-shift": 4, "augment-time-masks": 1, "augment-time-mask-width": 4, "augment-freq-masks": 1, "augment-freq-mask-width": 2, "augment-time-warp": 0, "mixup-alpha": 0, "auto-weight-classes": False, "label-smoothing": 0.1, "distill-weight": 0, "distill-temperature": 4, "teacher-width": 3}
 # The block's documented interface: param -> default (what the team agreed; changing one is an interface change).
 EXPECTED_DEFAULTS = {
@@ -43,12 +43,12 @@ EXPECTED_DEFAULTS = {
     "max-dendrites": 2, "switch-patience": 10, "improvement-threshold": 0.0001, "init-multiplier": 0.01,
     "dendrite-activation": "relu", "perforate": "all", "dendrite-patience": 3, "dendrite-update": True,
     "max-dendrite-tries": 2, "early-stopping-patience": 30, "lr-patience": 10, "mfcc-coefficients": 13, "seed": 3,
-    "search-trials": 0, "max-params": 0,
+    "search-trials": 0, "max-params": "auto", "export-onnx": True,
 }
 EXPECTED_SELECTS = {
     "model-preset": ["ei-default", "paper-baseline", "custom"], "conv-type": ["conv1d", "conv2d"],
     "width-growth": ["uniform", "doubling"], "model-format": ["traditional", "gd", "cc"],
-    "dendrite-activation": ["tanh", "sigmoid", "relu"], "perforate": ["linear", "all"],
+    "dendrite-activation": ["tanh", "sigmoid", "relu"], "perforate": ["linear", "conv", "all"],
 }
 
 
@@ -66,6 +66,8 @@ def other_value(item: dict):
         return ("0", False) if value else ("1", True)
     if item["type"] == "int":
         return str(value + 7), value + 7
+    if item["param"] == "max-params":  # "auto" or a parameter count
+        return "5000", 5000
     return str(value + 0.125), value + 0.125
 
 

@@ -78,19 +78,113 @@ def test_failed_export_leaves_no_model_files(tmp_path, monkeypatch, capsys) -> N
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-def test_time_limit_fails_fast_with_err_line(tmp_path, capsys) -> None:
-    """EI's maxTrainingTimeSeconds: estimated after epoch 1, a run that cannot fit stops with ERR:."""
+def limited_data(tmp_path: Path, **limits) -> Path:
+    """A copy of the demo data whose train_input.json carries the given compute limits."""
     data = tmp_path / "data"
     shutil.copytree(DEMO, data)
     info = json.loads((data / "train_input.json").read_text())
-    info["maxTrainingTimeSeconds"] = 0.001
-    (data / "train_input.json").write_text(json.dumps(info))
+    (data / "train_input.json").write_text(json.dumps({**info, **limits}))
+    return data
+
+
+def limited_argv(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data-directory", str(data), "--out-directory", str(out), "--info-file",
+            str(data / "train_input.json"), *extra]
+
+
+def test_time_limit_fails_fast_with_err_line(tmp_path, capsys) -> None:
+    """EI's maxTrainingTimeSeconds: estimated after epoch 1, a run that cannot fit stops with ERR:."""
+    data = limited_data(tmp_path, maxTrainingTimeSeconds=30)
     out = tmp_path / "out"
-    rc = train.main(["--data-directory", str(data), "--out-directory", str(out), "--info-file",
-                     str(data / "train_input.json"), "--epochs", "500"])
+    rc = train.main(limited_argv(data, out, "--epochs", "100000"))
     err = capsys.readouterr().err
     assert rc == 1 and "ERR: Estimated training time" in err and "compute time limit" in err
     assert not any(out.glob("*.tflite")) and not any(out.glob("*.onnx"))
+
+
+def test_training_budget_reserves_the_export() -> None:
+    """maxTrainingTimeSeconds covers the whole job: training gets what start-up, loading and the predicted
+    export (plus the 0-dendrite comparison, when it fits) leave of it."""
+    from block.pipeline import COMPARISON_SECONDS, EXPORT_SECONDS, training_budget
+    from dendritic.errors import TimeLimitError
+
+    lines: list[str] = []
+    assert training_budget(None, 3.0, True, lines.append) is None and lines == []
+    assert training_budget(100.0, 3.0, True, lines.append) == 97.0 - EXPORT_SECONDS - COMPARISON_SECONDS
+    assert training_budget(100.0, 3.0, False, lines.append) == 97.0 - EXPORT_SECONDS
+    tight = 3.0 + EXPORT_SECONDS + COMPARISON_SECONDS / 2  # room for the shipped export only
+    assert training_budget(tight, 3.0, True, lines.append) == pytest.approx(COMPARISON_SECONDS / 2)
+    assert all(ln.startswith("time budget: ") for ln in lines) and len(lines) == 3
+    with pytest.raises(TimeLimitError, match=r"leaves no time to train"):
+        training_budget(EXPORT_SECONDS, 0.5, False, lines.append)
+
+
+@pytest.mark.parametrize(("limits", "gpu", "limit"), [
+    ({"maxTrainingTimeSeconds": 5}, False, 5),
+    ({"maxTrainingTimeSeconds": 3600, "remainingGpuComputeTimeSeconds": 5}, True, 5),
+])
+def test_limit_without_room_for_the_export_fails_at_once(tmp_path, capsys, monkeypatch, limits, gpu, limit) -> None:
+    """A limit that cannot even hold the export ends the job before training, with one ERR: line; on a GPU
+    the project's remaining GPU time counts when it is the smaller limit."""
+    monkeypatch.setattr("block.pipeline.gpu_job", lambda: gpu)  # the trainer itself stays on the CPU here
+    out = tmp_path / "out"
+    rc = train.main(limited_argv(limited_data(tmp_path, **limits), out, "--epochs", "2"))
+    captured = capsys.readouterr()
+    err_lines = [ln for ln in captured.err.splitlines() if ln.startswith("ERR:")]
+    assert rc == 1 and len(err_lines) == 1, captured.err
+    assert err_lines[0].startswith(f"ERR: the compute time limit ({limit}s) leaves no time to train"), err_lines
+    assert "training on" not in captured.out  # failed before training
+    assert [p.name for p in out.iterdir()] == []
+
+
+def test_remaining_gpu_time_is_ignored_on_a_cpu(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("block.pipeline.gpu_job", lambda: False)
+    data = limited_data(tmp_path, maxTrainingTimeSeconds=3600, remainingGpuComputeTimeSeconds=5)
+    assert train.main(limited_argv(data, tmp_path / "out", "--epochs", "2", "--model-format", "traditional")) == 0
+    assert "of the 3600s compute limit" in capsys.readouterr().out
+
+
+def test_comparison_export_is_skipped_when_the_time_left_is_short(capsys) -> None:
+    from types import SimpleNamespace
+
+    from block.pipeline import COMPARISON_SECONDS, traditional_reference
+
+    dm = SimpleNamespace(num_dendrites=1, best_by_dendrites={0: (0.9, {})})  # never exported: skipped first
+    lines: list[str] = []
+    assert traditional_reference(dm, Path("unused"), None, {}, [], lines.append, COMPARISON_SECONDS / 2) is None
+    assert len(lines) == 1 and lines[0].startswith("skipping the 0-dendrite comparison export: ")
+
+
+def test_short_limit_finishes_inside_it(tmp_path, capsys, monkeypatch) -> None:
+    """A dendritic run under a limit that holds the shipped export but not the comparison: it ships its
+    model within the limit and says it skipped the comparison. (COMPARISON_SECONDS is raised so that any
+    time left is too short: the real one is ~1 s and would make this depend on the machine's speed.)"""
+    monkeypatch.setattr("block.pipeline.COMPARISON_SECONDS", 10_000.0)
+    limit = 120
+    out = tmp_path / "out"
+    rc = train.main(limited_argv(limited_data(tmp_path, maxTrainingTimeSeconds=limit), out,
+                                 "--model-format", "cc", "--dendrite-activation", "tanh",
+                                 "--max-params", "0"))  # demo, the ei-default net as configured: 1 dendrite
+    log = capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert rc == 0 and m["total_seconds"] < limit
+    assert any(ln.startswith("time budget: ") and "of the 120s compute limit" in ln for ln in log.splitlines())
+    skipped = [ln for ln in log.splitlines() if ln.startswith("skipping the 0-dendrite comparison export")]
+    assert m["dendrites"] == 1 and len(skipped) == 1 and "traditional" not in m["deployment"]
+    assert {p.name for p in out.iterdir()} == ARTIFACTS
+
+
+def test_export_onnx_false_ships_only_the_tflite_files(tmp_path, capsys) -> None:
+    """--export-onnx false: model.onnx is still exported and verified (the route to TFLite, its parity is in
+    metrics.json) but never reaches the out directory, and metrics.json's files do not list it."""
+    out = tmp_path / "out"
+    assert train.main(argv(out, "--model-format", "traditional", "--epochs", "2", "--export-onnx", "false")) == 0
+    assert "[export] onnx" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert {p.name for p in out.iterdir()} == ARTIFACTS - {"model.onnx"}
+    assert set(m["files"]) == {"model.tflite", "model_quantized_int8_io.tflite"}
+    assert set(m["deployment"]["shipped"]["files"]) == set(m["files"])
+    assert m["parity"]["onnx_max_abs_diff"] <= 1e-4
 
 
 def test_python_m_export_reproduces_the_shipped_int8_model(cc_run, tmp_path) -> None:

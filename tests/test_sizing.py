@@ -1,0 +1,81 @@
+"""--max-params sizes the network without a search: never more than the budget, for every format."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from block.configs import run_config
+from block.params import parse_args
+from block.sizing import deployed, resolve_budget, size_to_budget
+from dendritic.errors import ConfigError
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "data"
+
+
+def sized(budget: int, n_classes: int, *flags: str):
+    run = run_config(parse_args(list(flags)), 650, n_classes)
+    return size_to_budget(run, budget)
+
+
+@pytest.mark.parametrize("n_classes", [3, 12])
+@pytest.mark.parametrize("budget", [1000, 2000, 4000, 8000, 16000])
+@pytest.mark.parametrize("flags", [
+    ("--model-format", "traditional"),
+    ("--model-format", "cc", "--perforate", "all"),
+    ("--model-format", "cc", "--perforate", "conv", "--max-dendrites", "3"),
+    ("--model-format", "gd", "--perforate", "linear"),
+    ("--model-format", "traditional", "--model-preset", "paper-baseline"),
+    ("--model-format", "cc", "--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform"),
+])
+def test_the_model_never_exceeds_the_budget(budget: int, n_classes: int, flags: tuple[str, ...]) -> None:
+    run, chosen = sized(budget, n_classes, *flags)
+    k = run.schedule.max_dendrites if run.mode != "traditional" else 0
+    assert deployed(run, k) == chosen["bound_params"] <= budget
+    wider = size_to_budget(run_config(parse_args(list(flags)), 650, n_classes), 10**7)[1]["width"]
+    assert chosen["width"] < wider  # the budget, not the search range, bounded the width
+    if run.mode != "traditional":
+        assert chosen["max_dendrites"] >= 1
+
+
+def test_auto_is_edge_impulses_default_network() -> None:
+    assert resolve_budget("auto", 650, 3, 13)[0] == 1347
+    assert resolve_budget("auto", 650, 12, 13)[0] == 3228
+    assert resolve_budget("auto", 650, 12, 13, "custom")[0] == 0  # an explicit architecture is kept
+    assert resolve_budget(0, 650, 12, 13)[0] == 0 and resolve_budget("5000", 650, 12, 13)[0] == 5000
+    _, chosen = sized(3228, 12, "--model-format", "traditional")
+    assert chosen["width"] == 8 and chosen["bound_params"] == 3228  # the ei-default net itself
+
+
+def test_a_budget_too_small_for_any_network_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"budget of 100 params is too small .* narrowest \(width 1\) has"):
+        sized(100, 12, "--model-format", "traditional")
+    with pytest.raises(ConfigError, match="too small for this network with one dendrite"):
+        sized(300, 12, "--model-format", "cc", "--perforate", "all")
+    with pytest.raises(ConfigError, match="max params must be 'auto'"):
+        resolve_budget("lots", 650, 3, 13)
+
+
+@pytest.mark.parametrize("fmt, budget", [("cc", "1000"), ("traditional", "auto")])
+def test_train_py_ships_within_the_budget_and_says_what_it_chose(tmp_path, fmt: str, budget: str) -> None:
+    import train
+
+    out = tmp_path / "out"
+    assert train.main(["--data-directory", str(DEMO), "--out-directory", str(out), "--epochs", "8",
+                       "--model-format", fmt, "--max-params", budget, "--switch-patience", "2",
+                       "--dendrite-patience", "1"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    limit = 1347 if budget == "auto" else int(budget)
+    assert m["params"] <= limit and m["sizing"]["budget"] == limit
+    assert m["sizing"]["bound_params"] <= limit and m["sizing"]["channels"]
+
+
+def test_train_py_rejects_an_impossible_budget(tmp_path, capsys) -> None:
+    import train
+
+    out = tmp_path / "out"
+    assert train.main(["--data-directory", str(DEMO), "--out-directory", str(out), "--max-params", "50"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ERR: a budget of 50 params is too small")
+    assert not any(p.suffix in (".tflite", ".onnx", ".pt") for p in out.iterdir())
