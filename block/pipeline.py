@@ -76,7 +76,7 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
     t_start = time.monotonic() if started is None else started
     from block.configs import run_config
     from block.data import load_ei_data
-    from block.report import plot_training, summary_table, write_json
+    from block.report import plot_training, sizing_line, summary_table, write_json
     from block.sizing import resolve_budget, size_to_budget
     from dendritic.trainer import fit, train_teacher
     from export.checkpoint import export_checkpoint, save_checkpoint
@@ -137,12 +137,13 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
         evaluation = evaluate_files(ckpt.model.net, tmp, sets, data.classes)
         metrics = assemble_metrics(cfg, result, dm, report, evaluation, data.classes)
         metrics["sizing"] = sizing
+        metrics["dendrites_per_layer"] = dm.architecture()
         metrics["export_seconds"] = time.monotonic() - t_export
         log(f"export and checks of the shipped model took {metrics['export_seconds']:.1f}s")
         reference = traditional_reference(dm, out, calib, sets, data.classes, log, time_left())
         if reference is not None:
             metrics["deployment"]["traditional"] = reference
-        plot_training(result.history, result.cycles, tmp / "training.png")
+        plot_training(result.history, result.cycles, tmp / "training.png", sizing_line(metrics))
         metrics["total_seconds"] = time.monotonic() - t_start
         write_json(tmp / "metrics.json", metrics)
     log(summary_table(metrics))

@@ -54,7 +54,7 @@ def summary_table(metrics: dict) -> str:
               + (f" holdout={c['holdout_accuracy']:.4f}" if c.get("holdout_accuracy") is not None else "")
               for c in metrics.get("cycles", [])]
     return "\n".join(["", "=== Dendritic NN summary ===", *lines, *recall_table(metrics.get("evaluation", {})),
-                      "  ".join(facts), "  ".join(files), "cycles (best validation epoch per dendrite count):", *cycles,
+                      "sizing: " + sizing_line(metrics), "  ".join(facts), "  ".join(files), "cycles (best validation epoch per dendrite count):", *cycles,
                       *deployment_table(metrics.get("deployment", {})), ""])
 
 
@@ -92,9 +92,23 @@ def fixed_width(rows: list[tuple[str, ...]]) -> list[str]:
     return [lines[0], "  ".join("-" * w for w in width), *lines[1:]]
 
 
-def plot_training(history: list[EpochRecord], cycles: list[dict], path: Path) -> None:
+def sizing_line(metrics: dict) -> str:
+    """The budget, what it chose and where the shipped model's dendrites are, in one line."""
+    s = metrics.get("sizing") or {}
+    text = f"budget {s['budget']:,} params ({s['source']})" if s.get("budget") else "no parameter budget"
+    if s.get("channels"):
+        text += f": conv channels {s['channels']}"
+    layers = metrics.get("dendrites_per_layer") or {}
+    grown = {name: k for name, k in layers.items() if k}
+    text += f"; shipped {metrics['params']:,} params"
+    if grown:  # every neuron of a grown layer has that many dendrites (no per-neuron selection)
+        text += ", dendrites per neuron: " + ", ".join(f"{n}={k}" for n, k in grown.items())
+    return text
+
+
+def plot_training(history: list[EpochRecord], cycles: list[dict], path: Path, title: str = "") -> None:
     """training.png: accuracy per epoch with neuron/dendrite phase bands, dendrite additions marked,
-    and deployed params per cycle."""
+    and deployed params per cycle; `title` (the sizing line) on top."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,6 +141,8 @@ def plot_training(history: list[EpochRecord], cycles: list[dict], path: Path) ->
             bx.annotate(f"{c['best_val_accuracy']:.3f}", (k, c["params"]), ha="center", va="bottom", fontsize=8)
     bx.set_xlabel("dendrites per neuron")
     bx.set_ylabel("deployed params (label: best val acc)")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -79,3 +79,14 @@ def test_train_py_rejects_an_impossible_budget(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ERR: a budget of 50 params is too small")
     assert not any(p.suffix in (".tflite", ".onnx", ".pt") for p in out.iterdir())
+
+
+def test_summary_names_the_budget_and_where_the_dendrites_are() -> None:
+    from block.report import sizing_line
+
+    m = {"params": 2697, "sizing": {"budget": 3228, "source": "auto", "channels": [5, 10]},
+         "dendrites_per_layer": {"convs.0": 2, "convs.1": 2, "linears.0": 0}}
+    assert sizing_line(m) == ("budget 3,228 params (auto): conv channels [5, 10]; shipped 2,697 params, "
+                              "dendrites per neuron: convs.0=2, convs.1=2")
+    assert sizing_line({"params": 10, "sizing": {"budget": 0, "source": "none"}}) == \
+        "no parameter budget; shipped 10 params"
