@@ -183,7 +183,9 @@ def assemble_metrics(cfg, result, dm, report: dict, evaluation: dict, classes: l
 
     val = evaluation["validation"]
     metrics = {
-        "model_format": cfg.mode, "classes": classes, "params": dm.deployed_params(),
+        # the shipped (folded, exported) model's own count: dead dendrites dropped at export do not count
+        "model_format": cfg.mode, "classes": classes, "params": report.get("params", dm.deployed_params()),
+        "dendrites_dropped": report.get("dendrites_dropped", {}),
         "dendrites": dm.num_dendrites, "epochs": result.epochs, "train_seconds": result.seconds,
         "float_accuracy": val["float"]["accuracy"], "int8_accuracy": val["int8"]["accuracy"],
         "per_class_accuracy": val["int8"]["per_class_accuracy"], "confusion": val["int8"]["confusion"],

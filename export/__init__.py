@@ -2,9 +2,10 @@
 
     export_all(model, out_dir, x_calib, x_check) -> report dict
 
-fold (dendrites and BatchNorm, exact) -> model.onnx (static (1, F) in, softmax, (1, C) out) -> model.tflite
-(float32, onnx2tf) -> model_quantized_int8_io.tflite (int8 I/O, per-tensor FC) -> parity, op allow-list,
-static shapes, real TFLite Micro run, costs. Any failed check raises ExportError.
+drop dead dendrites -> fold (dendrites and BatchNorm, exact) -> model.onnx (static (1, F) in, softmax,
+(1, C) out) -> model.tflite (float32, onnx2tf) -> model_quantized_int8_io.tflite (int8 I/O, per-tensor FC)
+-> load probe in a child process (a model that aborts the interpreters is an ExportError, not a crash) ->
+parity, op allow-list, static shapes, real TFLite Micro run, costs. Any failed check raises ExportError.
 
 torch is imported only when a model is exported or folded, so `from export.runtime import predict` (used to
 run shipped artifacts) stays about 1 s cheaper.
@@ -19,8 +20,16 @@ import numpy as np
 
 from .costs import graph_costs
 from .runtime import input_quantization, predict, quantize, tflm_arena_bytes
-from .tflite import convert_tflite
-from .verify import ExportError, check_parity, check_tflite, check_tflm, first_line, max_abs_diff
+from .tflite import calibration_rows, convert_tflite
+from .verify import (
+    ExportError,
+    check_loadable,
+    check_parity,
+    check_tflite,
+    check_tflm,
+    first_line,
+    max_abs_diff,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,6 +47,10 @@ def __getattr__(name: str):
 ONNX_NAME = "model.onnx"
 FOLD_TOL = 1e-5  # folding is exact algebra; only float32 rounding may differ
 TFLM_ROWS = 1000  # rows run through the real TFLite Micro interpreter (about 0.4 ms each)
+# A dendrite whose removal changes its layer's output by at most this x the output's largest |value| on the
+# calibration and check rows is dropped before folding (fold.drop_dead_dendrites): a ReLU dendrite that never
+# fires there would otherwise get a ~zero int8 range, which makes TFLite's kernels abort the process.
+DEAD_DENDRITE_TOL = 1e-6
 
 
 def _log(stage: str, t0: float, detail: str = "") -> None:
@@ -63,6 +76,32 @@ def _torch_reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
         model.train(was_training)
 
 
+def _drop_dead(model: nn.Module, x_calib: np.ndarray, x_check: np.ndarray, t0: float
+               ) -> tuple[nn.Module, dict[str, int]]:
+    """The model without the dendrites that are dead on the rows the converter calibrates on and on the check
+    rows (so the fold check stays exact); one log line when any is dropped."""
+    import torch
+
+    from .fold import drop_dead_dendrites
+
+    rows = [torch.from_numpy(calibration_rows(x_calib)), torch.from_numpy(x_check)]
+    try:
+        pruned, dropped = drop_dead_dendrites(model, rows, DEAD_DENDRITE_TOL)
+    except RuntimeError as e:
+        raise ExportError(f"model rejects calibration rows of shape {x_calib.shape}: "
+                          f"{first_line(e, typed=True)}") from e
+    if any(dropped.values()):
+        from .costs import count_params
+        from .fold import fold_model
+
+        layers = ", ".join(f"{name}: {n}" for name, n in dropped.items() if n)
+        _log("prune", t0, f"dropped {sum(dropped.values())} dead dendrite(s) ({layers}): no contribution "
+                          f"(<= {DEAD_DENDRITE_TOL:g} of the layer output) on {sum(len(r) for r in rows)} "
+                          f"calibration/check rows; params {count_params(fold_model(model)):,} -> "
+                          f"{count_params(fold_model(pruned)):,}")
+    return pruned, dropped
+
+
 def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np.ndarray) -> dict:
     """Write model.onnx, model.tflite and model_quantized_int8_io.tflite into out_dir and verify them.
 
@@ -70,7 +109,8 @@ def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np
     x_calib: float32 (N, F) int8 calibration rows, EI's validation features (at most 1000 are used).
     x_check: float32 (M, F) rows for the parity checks against torch.
     Returns {"files": {name: bytes}, "ops": {op: count} of the int8 model, "macs": conv/FC MACs from the
-    TFLite graph, "params": folded torch parameters, "arena_bytes": TFLM arena, "parity": {...}}.
+    TFLite graph, "params": parameters of the exported (folded) model, "dendrites_dropped": {dendritic layer:
+    dead dendrites left out of the export}, "arena_bytes": TFLM arena, "parity": {...}}.
     """
     from .costs import count_params
     from .fold import fold_model, has_dendrites
@@ -85,16 +125,23 @@ def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np
     parity: dict[str, float | int] = {}
 
     ref = _torch_reference(model, x_check)
-    folded = fold_model(model)
+    x_calib = np.ascontiguousarray(x_calib, dtype=np.float32)
+    if x_calib.ndim != 2 or len(x_calib) == 0 or x_calib.shape[1] != x_check.shape[1]:
+        raise ExportError(f"need non-empty int8 calibration rows with the check rows' {x_check.shape[1]} "
+                          f"features, got shape {x_calib.shape}")
+    exported, dropped = _drop_dead(model, x_calib, x_check, t0)  # a copy: the caller's model is untouched
+    folded = fold_model(exported)
     parity["fold_max_abs_diff"] = check_parity("folded torch model", _probs(folded, x_check), ref, FOLD_TOL)
-    _log("fold", t0, f"dendrites={has_dendrites(model)} max|diff|={parity['fold_max_abs_diff']:.1e}")
+    _log("fold", t0, f"dendrites={has_dendrites(exported)} max|diff|={parity['fold_max_abs_diff']:.1e}")
 
     onnx_path = export_onnx(folded, out_dir / ONNX_NAME, x_check.shape[1])
     parity["onnx_max_abs_diff"] = check_parity("ONNX (onnxruntime)", predict(onnx_path, x_check), ref)
     _log("onnx", t0, f"max|diff|={parity['onnx_max_abs_diff']:.1e}")
 
     float_path, int8_path = convert_tflite(onnx_path, out_dir, x_calib)
-    _log("tflite", t0)
+    t_probe = time.perf_counter()
+    check_loadable([float_path, int8_path], [int8_path])  # before any in-process interpreter touches them
+    _log("tflite", t0, f"load probe {time.perf_counter() - t_probe:.2f}s")
 
     parity["tflite_max_abs_diff"] = check_parity("float TFLite", predict(float_path, x_check), ref)
     check_tflite(float_path, int8=False)
@@ -112,5 +159,5 @@ def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np
     _log("tflm", t0, f"arena={arena} B, max {parity['tflm_max_lsb']} LSB vs LiteRT")
 
     files = {p.name: p.stat().st_size for p in (onnx_path, float_path, int8_path)}
-    return {"files": files, "ops": ops, "macs": macs, "params": count_params(folded), "arena_bytes": arena,
-            "parity": parity}
+    return {"files": files, "ops": ops, "macs": macs, "params": count_params(folded),
+            "dendrites_dropped": dropped, "arena_bytes": arena, "parity": parity}

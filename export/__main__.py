@@ -44,7 +44,9 @@ def export(args: argparse.Namespace) -> int:
         calib = load_ei_data(args.data_directory).x_val[:CALIBRATION_ROWS]
     with staged(out) as tmp:
         ckpt, report = export_checkpoint(args.model, tmp, calib)
-    print(f"exported {ckpt.model.deployed_params()} params, {ckpt.model.num_dendrites} dendrites, "
+    dropped = sum(report["dendrites_dropped"].values())  # dead dendrites left out (export.fold)
+    dead = f" ({dropped} dead dropped)" if dropped else ""
+    print(f"exported {report['params']} params, {ckpt.model.num_dendrites} dendrites{dead}, "
           f"classes {ckpt.classes}: " + ", ".join(f"{k} ({v:,} B)" for k, v in report["files"].items())
           + f" in {out}", flush=True)
     return 0

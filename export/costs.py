@@ -40,5 +40,6 @@ def graph_costs(path: Path) -> tuple[dict[str, int], int]:
 
 def count_params(model: nn.Module) -> int:
     """Parameters of the (folded) torch model that is exported: stacked layer weights, T and the non-zero
-    cascade weights. Equals pb-algorithm §6.2's deployment count, less cascades that are identically zero."""
+    cascade weights. Equals pb-algorithm §6.2's deployment count, less cascades and T rows that are
+    identically zero and the dead dendrites export_all drops (export/fold.py)."""
     return sum(p.numel() for p in model.parameters())

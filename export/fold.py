@@ -6,6 +6,9 @@ the activations and per-channel Mul/Add: one kernel instead of k+1 for the MCU, 
 torch built-ins, so nothing from the training library reaches ONNX. Dendritic layers are recognised by
 duck typing (attributes `main`, `dendrites`, `out_weights`, `cascade`, `activation`) so this package does
 not depend on dendritic/.
+
+`drop_dead_dendrites` runs first, on the export's calibration and check rows: a dendrite that contributes
+nothing there (a ReLU dendrite that never fires) would get a ~zero int8 range that TFLite's kernels reject.
 """
 from __future__ import annotations
 
@@ -100,7 +103,9 @@ class FoldedDendriticLayer(nn.Module):
 
     Chunks 0..k-1 are the dendrites, chunk k the neurons. `cascade_src[j]` lists the earlier dendrites i whose
     cascade weight into dendrite j is non-zero (zero ones are dropped: x + 0*a == x exactly); `out_weights[j]`
-    is None when it is all ones (ReLU fold with positive T), so no Mul is emitted.
+    is None when it is all ones (ReLU fold with positive T), so no Mul is emitted, and all zeros when the
+    dendrite only feeds later dendrites' cascades: then no Mul/Add either (that product would be a constant
+    zero tensor, whose ~zero int8 range TFLite's kernels reject).
     """
 
     def __init__(self, layer: nn.Module, k: int, activation: str, out_weights: list[torch.Tensor | None],
@@ -109,12 +114,13 @@ class FoldedDendriticLayer(nn.Module):
         self.layer, self.k, self.activation = layer, k, activation
         self.channels = layer.weight.shape[0] // (k + 1)
         view = (1, -1, *[1] * (layer.weight.dim() - 2))  # broadcast [C] over [B, C, ...]
-        self.has_out = [t is not None for t in out_weights]
+        self.adds = [t is None or bool((t != 0).any()) for t in out_weights]  # False: T_j == 0, no term
+        self.has_out = [t is not None and add for t, add in zip(out_weights, self.adds)]
 
         def const(v: torch.Tensor) -> nn.Parameter:
             return nn.Parameter(v.reshape(view).clone(), requires_grad=False)
 
-        self.out_weights = nn.ParameterList([const(t) for t in out_weights if t is not None])
+        self.out_weights = nn.ParameterList([const(t) for t, has in zip(out_weights, self.has_out) if has])
         self.cascade_src = [[i for i, _ in terms] for terms in cascade]
         self.cascade = nn.ParameterList([const(u) for terms in cascade for _, u in terms])
 
@@ -128,7 +134,8 @@ class FoldedDendriticLayer(nn.Module):
             for i in self.cascade_src[j]:
                 p = p + next(casc) * acts[i]
             acts.append(f(p))
-            y = y + (next(outs) * acts[j] if self.has_out[j] else acts[j])
+            if self.adds[j]:
+                y = y + (next(outs) * acts[j] if self.has_out[j] else acts[j])
         return y
 
     def extra_repr(self) -> str:
@@ -179,3 +186,93 @@ def fold_model(model: nn.Module) -> nn.Module:
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded
+
+
+def _without_each_dendrite(d: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(y, [y with dendrite j removed, for each j]) of one dendritic layer on its input x: the layer's own
+    maths (y = M(x) + sum_j T_j * a_j, a_j = f(D_j(x) + sum_{i<j} U_j[i] * a_i)); removing j drops its term
+    and its cascade inputs into the later dendrites, so a later dendrite's change is counted too."""
+    f = ACTIVATIONS[d.activation]
+    main = d.main(x)
+    view = (1, -1, *[1] * (main.dim() - 2))
+    z = [m(x) for m in d.dendrites]
+
+    def run(skip: int | None) -> torch.Tensor:
+        y, acts = main, []
+        for j, zj in enumerate(z):
+            if j == skip:
+                acts.append(None)
+                continue
+            p = zj
+            for i in range(j):
+                if acts[i] is not None:
+                    p = p + d.cascade[j][i].view(view) * acts[i]
+            acts.append(f(p))
+            y = y + d.out_weights[j].view(view) * acts[j]
+        return y
+
+    return run(None), [run(j) for j in range(len(z))]
+
+
+def _remove_dendrites(d: nn.Module, dead: set[int]) -> None:
+    """In place: drop dendrites `dead` with their T, and their columns in the later dendrites' cascades U."""
+    keep = [j for j in range(len(d.dendrites)) if j not in dead]
+    cascade = []
+    for j in keep:
+        cols = torch.as_tensor([i for i in keep if i < j], dtype=torch.long, device=d.cascade[j].device)
+        u = d.cascade[j]
+        cascade.append(nn.Parameter(u.detach()[cols].clone(), requires_grad=u.requires_grad))
+    d.dendrites = nn.ModuleList([d.dendrites[j] for j in keep])
+    d.out_weights = nn.ParameterList([d.out_weights[j] for j in keep])
+    d.cascade = nn.ParameterList(cascade)
+
+
+@torch.no_grad()
+def drop_dead_dendrites(model: nn.Module, rows: list[torch.Tensor], tol: float = 1e-6,
+                        chunk: int = 256) -> tuple[nn.Module, dict[str, int]]:
+    """(model without its dead dendrites, {dendritic layer name: dendrites dropped}).
+
+    A dendrite is dead when removing it (its term T_j * a_j and its cascade inputs into later dendrites)
+    changes its layer's output by at most `tol` x that output's largest |value|, over all the given rows,
+    channels and positions: typically a ReLU dendrite that never fires on them, or one with T = 0. The int8
+    converter calibrates such a dendrite's tensors to a ~zero range, and the requantisation multiplier of the
+    next ADD (input scale / output scale) then falls outside what TFLite's kernels accept: LiteRT and TFLite
+    Micro abort the process in allocate_tensors. Dropped on these rows the fold stays exact there (the change
+    is below tol, 0 for a dendrite that never fires). Within a live dendrite one dead channel is harmless:
+    activations are quantized per tensor, so the tensor's range comes from the other channels.
+
+    The caller's model is never changed: a model without dendritic layers is returned as is, any other as an
+    eval-mode deep copy (also when nothing is dropped). Layers with an activation the fold does not know are
+    left for fold_model to reject.
+    """
+    names = [n for n, m in model.named_modules() if is_dendritic(m) and len(m.dendrites)
+             and m.activation in ACTIVATIONS]
+    if not names:
+        return model, {}
+    pruned = copy.deepcopy(model).eval()
+    layers = {n: pruned.get_submodule(n) for n in names}
+    ymax = dict.fromkeys(names, 0.0)
+    change = {n: [0.0] * len(layers[n].dendrites) for n in names}
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
+            y, without = _without_each_dendrite(module, inputs[0])
+            ymax[name] = max(ymax[name], y.abs().max().item())
+            change[name] = [max(c, (y - w).abs().max().item()) for c, w in zip(change[name], without)]
+        return record
+
+    handles = [layers[n].register_forward_hook(hook(n)) for n in names]
+    try:
+        for x in rows:
+            for part in torch.split(x, chunk):
+                pruned(part)
+    finally:
+        for h in handles:
+            h.remove()
+    dropped = {}
+    for n in names:
+        dead = {j for j, c in enumerate(change[n]) if c <= tol * ymax[n]}
+        if dead:
+            _remove_dendrites(layers[n], dead)
+        dropped[n] = len(dead)
+    return pruned, dropped

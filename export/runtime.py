@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -153,3 +154,51 @@ def tflm_arena_bytes(model_path: str | Path) -> int:
     if not m:
         raise RuntimeError(f"no arena total in the TFLite Micro allocation report: {report[:200]!r}")
     return int(m.group(1))
+
+
+# Loads and allocates each model in LiteRT (reference kernels, as litert_interpreter) and, after "--tflm", in
+# TFLite Micro, printing tab-separated progress so the parent can tell where a crash happened. Python-level
+# errors are ignored here: the in-process checks raise them with their usual messages.
+_PROBE = r"""
+import sys
+def say(*words):
+    print(*words, sep="\t", flush=True)
+args = sys.argv[1:]
+cut = args.index("--tflm")
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+for path in args[:cut]:
+    say("stage", "LiteRT", path)
+    try:
+        it = Interpreter(model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        tensors = {t["index"]: t for t in it.get_tensor_details()}
+        outs = {o for op in it._get_ops_details() for o in op["outputs"]}
+        scales = [(float(min(tensors[o]["quantization_parameters"]["scales"])), tensors[o]["name"])
+                  for o in outs if o in tensors and len(tensors[o]["quantization_parameters"]["scales"])]
+        if scales:
+            say("smallest", path, *map(str, min(scales)))
+        it.allocate_tensors()
+    except Exception:
+        pass
+if args[cut + 1:]:
+    import tflite_micro
+    for path in args[cut + 1:]:
+        say("stage", "TFLite Micro", path)
+        try:
+            tflite_micro.runtime.Interpreter.from_file(path)
+        except Exception:
+            pass
+say("done")
+"""
+
+
+def probe_interpreters(litert: list[str | Path], tflm: list[str | Path], timeout: float = 120.0
+                       ) -> tuple[int, list[list[str]], str]:
+    """Load and allocate models in a short-lived child process (the same Python), so a model whose Prepare
+    step hits a TFLITE_CHECK (an abort, not an exception) kills the child instead of this process.
+    Returns (exit status, negative for a signal; the child's progress lines split on tabs; its stderr).
+    About 0.2 s (no TensorFlow import). Raises subprocess.TimeoutExpired after `timeout` seconds."""
+    cmd = [sys.executable, "-c", _PROBE, *map(str, litert), "--tflm", *map(str, tflm)]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    lines = [line.split("\t") for line in done.stdout.splitlines()]
+    return done.returncode, lines, done.stderr

@@ -2,13 +2,15 @@
 training block can fail loudly instead of shipping a model EI cannot run or that computes something else."""
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from dendritic.errors import ProjectError, first_line
 
-from .runtime import litert_int8_predict, litert_interpreter, tflm_predict
+from .runtime import litert_int8_predict, litert_interpreter, probe_interpreters, tflm_predict
 
 PARITY_TOL = 1e-4  # float artifacts vs torch, on softmax outputs
 # Real TFLM vs LiteRT reference kernels on the same int8 input. They are not bit-identical: on a trained
@@ -84,6 +86,42 @@ def check_tflite(path: Path, int8: bool) -> None:
             if len(scales) > 1:
                 raise ExportError(f"{name}: FULLY_CONNECTED weights are per-channel quantized "
                                   f"({len(scales)} scales); the EI SDK needs per-tensor")
+
+
+PROBE_TIMEOUT_S = 120.0  # the probe takes ~0.2 s; generous for a loaded machine
+
+
+def check_loadable(litert: list[Path], tflm: list[Path]) -> None:
+    """Load and allocate the models in LiteRT (and `tflm` in TFLite Micro) in a child process first. A
+    quantization the kernels reject (e.g. a tensor calibrated to a ~zero range, whose requantisation
+    multiplier is out of bounds) is a TFLITE_CHECK in their Prepare step: it aborts the process, which no
+    try/except can catch, so it must happen in a child that may die. Raises ExportError naming the model,
+    the signal, the interpreter and the smallest activation scale."""
+    try:
+        rc, lines, stderr = probe_interpreters(litert, tflm, PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ExportError(f"loading {', '.join(Path(p).name for p in litert)} in the TFLite interpreters did "
+                          f"not finish in {PROBE_TIMEOUT_S:g} s") from None
+    if rc == 0 and ["done"] in lines:
+        return
+    stages = [line for line in lines if line[0] == "stage" and len(line) == 3]
+    if rc >= 0 or not stages:  # an error, not a signal, or a death before any model: not the model's fault
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
+        raise ExportError(f"could not probe the exported models in a child process (exit status {rc}): "
+                          f"{tail}")
+    _, runtime, path = stages[-1]
+    try:
+        sig = signal.Signals(-rc).name
+    except ValueError:
+        sig = f"signal {-rc}"
+    smallest = [line for line in lines if line[0] == "smallest" and len(line) == 4 and line[1] == path]
+    hint = ""
+    if smallest:
+        scale, tensor = float(smallest[-1][2]), smallest[-1][3]
+        hint = f"; smallest activation scale {scale:.2g} on tensor {tensor!r}"
+    raise ExportError(f"{Path(path).name} crashes the TFLite interpreter ({sig} while {runtime} loads "
+                      f"and allocates it): a quantization its kernels reject, e.g. a tensor calibrated to a "
+                      f"~zero range{hint}")
 
 
 def check_tflm(int8_path: Path, x_int8: np.ndarray) -> dict[str, float]:
