@@ -232,7 +232,8 @@ def _train_py_pid(pid: int) -> int | None:
             argv = (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"train.py" in argv:
+        # the python3 running train.py, not buildah itself (whose own argv also ends with `-- python3 -u train.py`)
+        if b"train.py" in argv and Path(argv[0].decode(errors="replace")).name.startswith("python"):
             return child
     return None
 
