@@ -47,6 +47,10 @@ GRID = {  # family -> {name: block flags}; every one is sized to the budget with
         "cc, conv scope, k<=1": ["--model-format", "cc", "--perforate", "conv", "--max-dendrites", "1"],
         "cc, conv scope, k<=2": ["--model-format", "cc", "--perforate", "conv", "--max-dendrites", "2"],
         "cc, all layers, k<=1": ["--model-format", "cc", "--perforate", "all", "--max-dendrites", "1"],
+        # grown from the base that won the traditional selection everywhere (3 uniform conv layers)
+        "cc, conv scope, k<=1, 3 conv uniform": ["--model-format", "cc", "--perforate", "conv", "--max-dendrites",
+                                                 "1", "--model-preset", "custom", "--conv-layers", "3",
+                                                 "--width-growth", "uniform"],
     },
 }
 RESULTS_JSON = RESULTS_DIR / "frontier.json"
@@ -63,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
     p.add_argument("--out-root", type=Path, default=REPO / "out" / "bench" / "frontier")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--configs", nargs="+", help="select only these grid entries (merged with earlier ones)")
     p.add_argument("--report", action="store_true")
     p.add_argument("--update-results-md", action="store_true")
     return p.parse_args(argv)
@@ -185,18 +190,25 @@ def main(argv: list[str] | None = None) -> int:
     state = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {"selection": [], "measured": []}
     if not args.report:
         jobs = [(ds, b, fam, name, s, args.data_root) for ds in args.datasets for b in args.budgets
-                for fam in GRID for name in GRID[fam] for s in args.select_seeds]
+                for fam in GRID for name in GRID[fam] for s in args.select_seeds
+                if not args.configs or name in args.configs]
         with ProcessPoolExecutor(args.jobs) as pool:
             selection = list(pool.map(select_one, jobs))
-        keep = {(r["dataset"], r["budget"]) for r in selection}
-        state["selection"] = [r for r in state["selection"] if (r["dataset"], r["budget"]) not in keep] + selection
+        new = {(r["dataset"], r["budget"], r["name"], r["seed"]) for r in selection}
+        state["selection"] = [r for r in state["selection"]
+                              if (r["dataset"], r["budget"], r["name"], r["seed"]) not in new] + selection
         write_json(RESULTS_JSON, state | {"machine": machine_info()})
         picks = chosen_configs(state["selection"])
+        done = {(r["dataset"], r["budget"], r["family"], r["name"], r["seed"]) for r in state["measured"]
+                if r.get("holdout_int8_accuracy") is not None}
         todo = [(ds, b, fam, picks[(ds, b, fam)], s) for ds in args.datasets for b in args.budgets for fam in GRID
-                if (ds, b, fam) in picks for s in args.seeds]
+                if (ds, b, fam) in picks for s in args.seeds if (ds, b, fam, picks[(ds, b, fam)], s) not in done]
         with ThreadPoolExecutor(args.jobs) as pool:
             measured = list(pool.map(lambda j: measure_one(j, args), todo))
-        state["measured"] = [r for r in state["measured"] if (r["dataset"], r["budget"]) not in keep] + measured
+        redone = {(r["dataset"], r["budget"], r["family"]) for r in measured}  # a new pick replaces the old one
+        state["measured"] = [r for r in state["measured"] if (r["dataset"], r["budget"], r["family"]) not in redone
+                             or (r["dataset"], r["budget"], r["family"], r["name"], r["seed"]) in done
+                             and r["name"] == picks[(r["dataset"], r["budget"], r["family"])]] + measured
         write_json(RESULTS_JSON, state | {"machine": machine_info()})
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in state["measured"])]
     budgets = sorted({r["budget"] for r in state["measured"]})

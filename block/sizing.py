@@ -20,6 +20,7 @@ from dendritic.model import NetConfig
 from dendritic.trainer import RunConfig, build_model
 
 AUTO = "auto"
+SIZED_PRESETS = ("auto", "ei-default")  # the presets "auto" sizes; an explicit architecture is kept as is
 MAX_WIDTH = 512
 
 
@@ -28,7 +29,7 @@ def resolve_budget(text: str | int, n_features: int, n_classes: int, n_coeffs: i
     """(budget in params, where it came from); 0 means no budget. "auto" sizes only the default preset:
     a user who picked a custom or paper-baseline architecture gets exactly that architecture."""
     word = str(text).strip().lower()
-    if word == AUTO and preset != "ei-default":
+    if word == AUTO and preset not in SIZED_PRESETS:
         return 0, f"none (auto sizes only the ei-default preset; {preset} is kept as configured)"
     if word == AUTO:
         from dendritic import KWSNet, preset

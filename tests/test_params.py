@@ -37,16 +37,16 @@ RECIPE_DEFAULTS = {"augment-time-shift": 4, "augment-time-masks": 1, "augment-ti
 # The block's documented interface: param -> default (what the team agreed; changing one is an interface change).
 EXPECTED_DEFAULTS = {
     **RECIPE_DEFAULTS,
-    "epochs": 200, "learning-rate": 0.005, "batch-size": 32, "model-preset": "ei-default",
+    "epochs": 200, "learning-rate": 0.005, "batch-size": 32, "model-preset": "auto",
     "conv-type": "conv1d", "conv-layers": 2, "conv-width": 8, "width-growth": "doubling", "kernel-size": 3,
-    "linear-layers": 1, "linear-width": 16, "dropout": 0, "input-noise": 0.3, "model-format": "cc",
+    "linear-layers": 1, "linear-width": 16, "dropout": 0, "input-noise": 0.3, "model-format": "traditional",
     "max-dendrites": 2, "switch-patience": 10, "improvement-threshold": 0.0001, "init-multiplier": 0.01,
     "dendrite-activation": "relu", "perforate": "all", "dendrite-patience": 3, "dendrite-update": True,
     "max-dendrite-tries": 2, "early-stopping-patience": 30, "lr-patience": 10, "mfcc-coefficients": 13, "seed": 3,
     "search-trials": 0, "max-params": "auto", "export-onnx": True,
 }
 EXPECTED_SELECTS = {
-    "model-preset": ["ei-default", "paper-baseline", "custom"], "conv-type": ["conv1d", "conv2d"],
+    "model-preset": ["auto", "ei-default", "paper-baseline", "custom"], "conv-type": ["conv1d", "conv2d"],
     "width-growth": ["uniform", "doubling"], "model-format": ["traditional", "gd", "cc"],
     "dendrite-activation": ["tanh", "sigmoid", "relu"], "perforate": ["linear", "conv", "all"],
 }

@@ -44,8 +44,10 @@ def test_auto_is_edge_impulses_default_network() -> None:
     assert resolve_budget("auto", 650, 12, 13)[0] == 3228
     assert resolve_budget("auto", 650, 12, 13, "custom")[0] == 0  # an explicit architecture is kept
     assert resolve_budget(0, 650, 12, 13)[0] == 0 and resolve_budget("5000", 650, 12, 13)[0] == 5000
-    _, chosen = sized(3228, 12, "--model-format", "traditional")
+    _, chosen = sized(3228, 12, "--model-format", "traditional", "--model-preset", "ei-default")
     assert chosen["width"] == 8 and chosen["bound_params"] == 3228  # the ei-default net itself
+    _, chosen = sized(3228, 12, "--model-format", "traditional")  # the default preset: 3 uniform conv layers
+    assert chosen["channels"] == [14, 14, 14] and chosen["bound_params"] == 2952
 
 
 def test_a_budget_too_small_for_any_network_is_a_config_error() -> None:

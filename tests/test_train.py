@@ -164,7 +164,7 @@ def test_short_limit_finishes_inside_it(tmp_path, capsys, monkeypatch) -> None:
     out = tmp_path / "out"
     rc = train.main(limited_argv(limited_data(tmp_path, maxTrainingTimeSeconds=limit), out,
                                  "--model-format", "cc", "--dendrite-activation", "tanh",
-                                 "--max-params", "0"))  # demo, the ei-default net as configured: 1 dendrite
+                                 "--model-preset", "ei-default", "--max-params", "0"))  # demo, ei-default: 1 dendrite
     log = capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     assert rc == 0 and m["total_seconds"] < limit
