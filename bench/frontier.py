@@ -51,6 +51,11 @@ GRID = {  # family -> {name: block flags}; every one is sized to the budget with
         "cc, conv scope, k<=1, 3 conv uniform": ["--model-format", "cc", "--perforate", "conv", "--max-dendrites",
                                                  "1", "--model-preset", "custom", "--conv-layers", "3",
                                                  "--width-growth", "uniform"],
+        # linear dendrites fold into the neurons: training-time capacity at zero deployed params
+        "cc linear, all layers, k<=2, 3 conv uniform": ["--model-format", "cc", "--dendrite-activation", "linear",
+                                                        "--perforate", "all", "--max-dendrites", "2",
+                                                        "--model-preset", "custom", "--conv-layers", "3",
+                                                        "--width-growth", "uniform"],
     },
 }
 RESULTS_JSON = RESULTS_DIR / "frontier.json"
@@ -68,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-root", type=Path, default=REPO / "out" / "bench" / "frontier")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--configs", nargs="+", help="select only these grid entries (merged with earlier ones)")
+    p.add_argument("--rerun", action="store_true", help="train again even where a run's metrics.json exists")
     p.add_argument("--report", action="store_true")
     p.add_argument("--update-results-md", action="store_true")
     return p.parse_args(argv)
@@ -116,9 +122,14 @@ def measure_one(job: tuple, args: argparse.Namespace) -> dict:
     data = args.data_root / dataset
     flags = ["--data-directory", str(data), "--holdout-directory", str(data / "holdout"), "--seed", str(seed),
              "--max-params", str(budget), *GRID[family][name]]
-    slug = f"{dataset}-{budget}-{family}-{seed}"
-    run = run_train(flags, args.out_root / slug)
-    m = run.pop("metrics") or {}
+    slug = f"{dataset}-{budget}-{name.replace(' ', '').replace(',', '_').replace('<=', 'le')}-{seed}"
+    out = args.out_root / slug
+    if (out / "metrics.json").exists() and not args.rerun:  # an interrupted bench resumes (same flags, same dir)
+        m = json.loads((out / "metrics.json").read_text())
+        run = {"command": " ".join(flags), "returncode": 0, "wall_seconds": m.get("total_seconds"), "resumed": True}
+    else:
+        run = run_train(flags, out)
+        m = run.pop("metrics") or {}
     print(f"{slug} [{name}]: rc {run['returncode']}, {m.get('params')} params, holdout int8 "
           f"{m.get('holdout_int8_accuracy')}", flush=True)
     return {"dataset": dataset, "budget": budget, "family": family, "name": name, "seed": seed, **run,

@@ -26,11 +26,14 @@ from . import ops
 if TYPE_CHECKING:
     from .cc import Candidate
 
-Activation = Literal["tanh", "sigmoid", "relu"]
+Activation = Literal["tanh", "sigmoid", "relu", "linear"]
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
     "relu": torch.relu,
+    # identity: a linear dendrite adds training-time capacity only (re-parameterisation, as RepVGG and
+    # ExpandNets): it folds into the neuron's own weights at export, zero deployed params
+    "linear": torch.nn.Identity(),
 }
 WRAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -170,9 +173,12 @@ def deployed_params(layer: DendriticLayer, dendrites: int | None = None) -> int:
     """Deployment parameter count of one wrapped layer (pb-algorithm §6.2): copies + T + U.
 
     P(k) = (k+1)*P_M + k*C + C*k(k-1)/2; candidates are training scaffolding and are not counted.
-    `dendrites` gives the count for another k (default: the installed one).
+    `dendrites` gives the count for another k (default: the installed one). Linear dendrites fold into the
+    neuron's own weights (export/fold.py), so they deploy at P_M whatever k.
     """
     k = layer.num_dendrites if dendrites is None else dendrites
     c = layer.num_neurons
     p_main = sum(p.numel() for p in layer.main.parameters())
+    if layer.activation == "linear":
+        return p_main
     return (k + 1) * p_main + k * c + c * k * (k - 1) // 2

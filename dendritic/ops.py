@@ -85,11 +85,15 @@ def _grad_input(spec: LayerSpec, g: torch.Tensor, w: torch.Tensor, x: torch.Tens
 
 
 def _act_(name: str, q: torch.Tensor) -> torch.Tensor:
+    if name == "linear":
+        return q
     return q.relu_() if name == "relu" else q.tanh_() if name == "tanh" else q.sigmoid_()
 
 
 def _act_grad(name: str, a: torch.Tensor) -> torch.Tensor:
     """f'(q) from the activation's output a = f(q)."""
+    if name == "linear":
+        return a.new_ones(())
     if name == "relu":
         return a > 0  # bool: multiplies like 0/1 without a conversion op
     return 1 - a * a if name == "tanh" else a * (1 - a)

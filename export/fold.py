@@ -142,12 +142,36 @@ class FoldedDendriticLayer(nn.Module):
         return f"dendrites={self.k}, activation={self.activation}"
 
 
+@torch.no_grad()
+def _merged_linear(main: nn.Module, dendrites: list[nn.Module], t: list[torch.Tensor],
+                   u: list[torch.Tensor]) -> nn.Module:
+    """Linear (identity) dendrites are affine maps of the layer's input: a_j = D_j x + sum_i U_j[i] a_i has the
+    weights A_j = D_j + sum_i U_j[i] * A_i (per output channel), and y = M x + sum_j T_j a_j is one layer with
+    M + sum_j T_j * A_j. Exact, and nothing of the dendrites is left to deploy."""
+    merged = [_scaled(dendrites[0], torch.ones_like(t[0]))]
+    for j in range(1, len(dendrites)):
+        w, b = dendrites[j].weight.clone(), dendrites[j].bias.clone()
+        for i in range(j):
+            w += u[j][i].view(-1, *[1] * (w.dim() - 1)) * merged[i].weight
+            b += u[j][i] * merged[i].bias
+        merged.append(copy.deepcopy(dendrites[j]))
+        merged[-1].weight, merged[-1].bias = nn.Parameter(w), nn.Parameter(b)
+    out = copy.deepcopy(main)
+    for tj, aj in zip(t, merged):
+        out.weight += tj.view(-1, *[1] * (out.weight.dim() - 1)) * aj.weight
+        out.bias += tj * aj.bias
+    return out
+
+
 def fold_dendritic(d: nn.Module) -> nn.Module:
     """The folded equivalent of one dendritic layer (its plain main layer when it has no dendrites)."""
     main = _plain(d.main)
     k = len(d.dendrites)
     if k == 0:
         return copy.deepcopy(main)
+    if d.activation == "linear":
+        return _merged_linear(main, [_plain(m) for m in d.dendrites], [w.detach() for w in d.out_weights],
+                              [w.detach() for w in d.cascade])
     if d.activation not in ACTIVATIONS:
         raise ValueError(f"cannot fold dendrite activation {d.activation!r}")
     dendrites = [_plain(m) for m in d.dendrites]

@@ -61,7 +61,7 @@ def without_dendrites(net: KWSNet) -> KWSNet:
     plain = copy.deepcopy(net)
     for slots in (plain.convs, plain.linears):
         for idx, layer in enumerate(slots):
-            slots[idx] = layer.main
+            slots[idx] = getattr(layer, "main", layer)  # unwrapped layers (a narrower scope) stay
     return plain
 
 
@@ -189,3 +189,30 @@ def test_conv_scope_folds_exactly_and_counts_its_params(activation: str, k: int)
     assert max_diff(net, folded, x) <= 1e-5
     assert type(folded.linears[0]) is nn.Linear
     assert sum(p.numel() for p in folded.parameters()) == dm.deployed_params()
+
+
+@pytest.mark.parametrize("scope", ["conv", "all"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_linear_dendrites_fold_into_the_neurons_at_zero_deployed_params(scope: str, k: int) -> None:
+    """A linear (identity) dendrite is an affine map of the layer's input, cascades included: the fold
+    merges it into the neuron's own weights, exactly, and the deployed model is the plain net's size."""
+    from dendritic import DendriticModel, PBConfig
+    from dendritic.model import count_params
+
+    torch.manual_seed(10 + k)
+    base = count_params(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES)))
+    dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES)),
+                        PBConfig(mode="cc", scope=scope, activation="linear"))
+    for layer in dm.layers.values():
+        for _ in range(k):
+            layer.add_dendrite()
+        with torch.no_grad():
+            for p in [*layer.out_weights, *layer.cascade, *layer.dendrite_parameters()]:
+                p.normal_(std=0.3)
+    net = dm.net.eval()
+    folded = fold_model(net)
+    x = torch.randn(16, N_FEATURES)
+    assert max_diff(net, folded, x) <= 1e-5
+    assert max_diff(folded, without_dendrites(net), x) > 1e-3  # the dendrites did change the function
+    assert not any(is_dendritic(m) for m in folded.modules())
+    assert sum(p.numel() for p in folded.parameters()) == dm.deployed_params() == base

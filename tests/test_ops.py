@@ -40,7 +40,7 @@ def _grads(layer: DendriticLayer, x: torch.Tensor, fused: bool) -> tuple[torch.T
 
 
 @pytest.mark.parametrize("kind,k,activation,perforated", [
-    *itertools.product(LAYERS, [0, 1, 3], ["relu", "tanh", "sigmoid"], [False, True])])
+    *itertools.product(LAYERS, [0, 1, 3], ["relu", "tanh", "sigmoid", "linear"], [False, True])])
 def test_fused_layer_matches_reference(kind, k, activation, perforated):
     layer = _layer(kind, k, activation, perforated)
     x = torch.randn(*INPUTS[kind], dtype=torch.float64)

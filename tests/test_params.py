@@ -48,7 +48,7 @@ EXPECTED_DEFAULTS = {
 EXPECTED_SELECTS = {
     "model-preset": ["auto", "ei-default", "paper-baseline", "custom"], "conv-type": ["conv1d", "conv2d"],
     "width-growth": ["uniform", "doubling"], "model-format": ["traditional", "gd", "cc"],
-    "dendrite-activation": ["tanh", "sigmoid", "relu"], "perforate": ["linear", "conv", "all"],
+    "dendrite-activation": ["tanh", "sigmoid", "relu", "linear"], "perforate": ["linear", "conv", "all"],
 }
 
 
