@@ -313,10 +313,10 @@ def load_ei_data(
             f"need at least 2"
         )
     empty = np.flatnonzero(counts == 0)
-    if empty.size:
-        raise DataError(
+    if empty.size:  # a warning, not an error: small WAV folders split by `python -m features` can do this
+        warning(
             f"{y_train_path}: no training samples for {_names(classes, empty)}, but {source} "
-            f"{len(classes)} classes; add training data or remove the label"
+            f"{len(classes)} classes; the model can never predict it (add training data or remove the label)"
         )
 
     unscaled = [name for name, split in loaded.items() if split[3] > UNSCALED_MAGNITUDE]
