@@ -21,19 +21,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from bench.common import (
-    DATA_ROOT,
-    REPO,
-    RESULTS_DIR,
-    RESULTS_MD,
-    fmt_pm,
-    machine_info,
-    markdown_table,
-    run_train,
-    text_table,
-    update_md_section,
-    write_json,
-)
+from bench import common
 
 DATASETS = ("gsc12-real", "commands12", "hello-world")
 BUDGETS = (1000, 2000, 4000, 8000, 16000)
@@ -58,8 +46,8 @@ GRID = {  # family -> {name: block flags}; every one is sized to the budget with
                                                         "--width-growth", "uniform"],
     },
 }
-RESULTS_JSON = RESULTS_DIR / "frontier.json"
-PLOT = REPO / "bench" / "frontier.png"
+RESULTS_JSON = common.RESULTS_DIR / "frontier.json"
+PLOT = common.REPO / "bench" / "frontier.png"
 SECTION = "## Frontier: best traditional vs best dendritic model per parameter budget (issue 14)"
 
 
@@ -69,8 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
     p.add_argument("--select-seeds", nargs="+", type=int, default=[1, 2])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    p.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    p.add_argument("--out-root", type=Path, default=REPO / "out" / "bench" / "frontier")
+    p.add_argument("--data-root", type=Path, default=common.DATA_ROOT)
+    p.add_argument("--out-root", type=Path, default=common.REPO / "out" / "bench" / "frontier")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--configs", nargs="+", help="select only these grid entries (merged with earlier ones)")
     p.add_argument("--rerun", action="store_true", help="train again even where a run's metrics.json exists")
@@ -128,7 +116,7 @@ def measure_one(job: tuple, args: argparse.Namespace) -> dict:
         m = json.loads((out / "metrics.json").read_text())
         run = {"command": " ".join(flags), "returncode": 0, "wall_seconds": m.get("total_seconds"), "resumed": True}
     else:
-        run = run_train(flags, out)
+        run = common.run_train(flags, out)
         m = run.pop("metrics") or {}
     print(f"{slug} [{name}]: rc {run['returncode']}, {m.get('params')} params, holdout int8 "
           f"{m.get('holdout_int8_accuracy')}", flush=True)
@@ -138,7 +126,7 @@ def measure_one(job: tuple, args: argparse.Namespace) -> dict:
 
 
 def pct(values: list) -> str:
-    return fmt_pm([None if v is None else 100 * v for v in values], 1, show_n=False)
+    return common.fmt_pm([None if v is None else 100 * v for v in values], 1, show_n=False)
 
 
 def table(measured: list[dict], datasets: list[str], budgets: list[int]) -> list[list[str]]:
@@ -153,17 +141,31 @@ def table(measured: list[dict], datasets: list[str], budgets: list[int]) -> list
             t, d = fams["traditional"], fams["dendritic"]
             by_seed = {r["seed"]: r["holdout_int8_accuracy"] for r in t}
             diff = [100 * (r["holdout_int8_accuracy"] - by_seed[r["seed"]]) for r in d if r["seed"] in by_seed]
-            rows.append([ds, f"{b:,}", t[0]["name"], fmt_pm([r["params"] for r in t], 0, show_n=False),
+            rows.append([ds, f"{b:,}", t[0]["name"], common.fmt_pm([r["params"] for r in t], 0, show_n=False),
                          pct([r["holdout_int8_accuracy"] for r in t]), d[0]["name"],
-                         fmt_pm([r["params"] for r in d], 0, show_n=False),
-                         fmt_pm([r["dendrites"] for r in d], 1, show_n=False),
-                         pct([r["holdout_int8_accuracy"] for r in d]), fmt_pm(diff, 1, show_n=False),
+                         common.fmt_pm([r["params"] for r in d], 0, show_n=False),
+                         common.fmt_pm([r["dendrites"] for r in d], 1, show_n=False),
+                         pct([r["holdout_int8_accuracy"] for r in d]), common.fmt_pm(diff, 1, show_n=False),
                          " ".join(f"{x:+.1f}" for x in diff)])
     return rows
 
 
 HEADERS = ["dataset", "budget", "best traditional (val)", "params", "holdout int8 %", "best dendritic (val)",
            "params", "dendrites", "holdout int8 %", "dendritic − traditional (pt)", "per seed"]
+
+
+def selection_rows(selection: list[dict], datasets: list[str], budgets: list[int]) -> list[list[str]]:
+    """Every grid entry's mean validation accuracy per dataset and budget: what was tried, and dropped."""
+    names = [n for fam in GRID.values() for n in fam]
+    rows = []
+    for ds in datasets:
+        for b in budgets:
+            cells = []
+            for n in names:
+                rs = [r for r in selection if (r["dataset"], r["budget"], r["name"]) == (ds, b, n) and "val" in r]
+                cells.append(f"{100 * sum(r['val'] for r in rs) / len(rs):.1f}" if rs else "–")
+            rows.append([ds, f"{b:,}", *cells])
+    return rows
 
 
 def plot(measured: list[dict], datasets: list[str], budgets: list[int]) -> None:
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         new = {(r["dataset"], r["budget"], r["name"], r["seed"]) for r in selection}
         state["selection"] = [r for r in state["selection"]
                               if (r["dataset"], r["budget"], r["name"], r["seed"]) not in new] + selection
-        write_json(RESULTS_JSON, state | {"machine": machine_info()})
+        common.write_json(RESULTS_JSON, state | {"machine": common.machine_info()})
         picks = chosen_configs(state["selection"])
         done = {(r["dataset"], r["budget"], r["family"], r["name"], r["seed"]) for r in state["measured"]
                 if r.get("holdout_int8_accuracy") is not None}
@@ -220,18 +222,21 @@ def main(argv: list[str] | None = None) -> int:
         state["measured"] = [r for r in state["measured"] if (r["dataset"], r["budget"], r["family"]) not in redone
                              or (r["dataset"], r["budget"], r["family"], r["name"], r["seed"]) in done
                              and r["name"] == picks[(r["dataset"], r["budget"], r["family"])]] + measured
-        write_json(RESULTS_JSON, state | {"machine": machine_info()})
+        common.write_json(RESULTS_JSON, state | {"machine": common.machine_info()})
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in state["measured"])]
     budgets = sorted({r["budget"] for r in state["measured"]})
     rows = table(state["measured"], datasets, budgets)
-    print(text_table(HEADERS, rows))
+    print(common.text_table(HEADERS, rows))
     if args.update_results_md:
         plot(state["measured"], datasets, budgets)
         cmd = "python -m bench.frontier " + " ".join(argv if argv is not None else [])
-        body = (f"Command: `{cmd.strip()}`; {machine_info().get('cpus')} CPUs, one core per run. Selection on "
+        body = (f"Command: `{cmd.strip()}`; {common.machine_info().get('cpus')} CPUs, one core per run. Selection on "
                 "validation (float, 2 seeds) among the grid in bench/frontier.py; holdout int8 over 5 seeds.\n\n"
-                + markdown_table(HEADERS, rows) + "\n\n![frontier](frontier.png)\n")
-        update_md_section(RESULTS_MD, SECTION, body, "bench.frontier")
+                + common.markdown_table(HEADERS, rows) + "\n\n![frontier](frontier.png)\n\nSelection: mean float validation "
+                "accuracy (%) of every grid entry (selection seeds), each sized to the budget:\n\n"
+                + common.markdown_table(["dataset", "budget", *[n for fam in GRID.values() for n in fam]],
+                                 selection_rows(state["selection"], datasets, budgets)) + "\n")
+        common.update_md_section(common.RESULTS_MD, SECTION, body, "bench.frontier")
     return 0
 
 

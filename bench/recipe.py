@@ -20,20 +20,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.common import (
-    DATA_ROOT,
-    REPO,
-    RESULTS_DIR,
-    RESULTS_MD,
-    fmt_pm,
-    git,
-    machine_info,
-    markdown_table,
-    run_train,
-    text_table,
-    update_md_section,
-    write_json,
-)
+from bench import common
 
 DATASETS = ("gsc12-real", "commands12", "hello-world")
 NETS = {  # name -> block flags; params at 12 classes / 3 classes in the table
@@ -46,7 +33,7 @@ OLD_RECIPE = ["--augment-time-shift", "0", "--augment-time-masks", "0", "--augme
               "--auto-weight-classes", "false", "--distill-weight", "0", "--dropout", "0.25",
               "--input-noise", "0.3", "--early-stopping-patience", "15", "--lr-patience", "5"]
 RECIPES = {"old": OLD_RECIPE, "new": []}
-RESULTS_JSON = RESULTS_DIR / "recipe.json"
+RESULTS_JSON = common.RESULTS_DIR / "recipe.json"
 SECTION = "## Training recipe: augmentation, regularisation and patience (issue 13)"
 KEPT = ("params", "epochs", "float_accuracy", "int8_accuracy", "holdout_float_accuracy", "holdout_int8_accuracy",
         "train_seconds", "total_seconds")
@@ -58,8 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    p.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    p.add_argument("--out-root", type=Path, default=REPO / "out" / "bench" / "recipe")
+    p.add_argument("--data-root", type=Path, default=common.DATA_ROOT)
+    p.add_argument("--out-root", type=Path, default=common.REPO / "out" / "bench" / "recipe")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (one core each)")
     p.add_argument("--report", action="store_true", help="print the tables from the results file only")
     p.add_argument("--update-results-md", action="store_true", help="refresh this section of bench/RESULTS.md")
@@ -72,12 +59,12 @@ def run_one(dataset: str, net: str, recipe: str, seed: int, args: argparse.Names
     flags = ["--data-directory", str(data), "--holdout-directory", str(data / "holdout"), "--seed", str(seed),
              "--model-format", "traditional", *NETS[net], *RECIPES[recipe]]
     out = args.out_root / f"{dataset}-{net.replace(' ', '')}-{recipe}-{seed}"
-    run = run_train(flags, out)
+    run = common.run_train(flags, out)
     metrics = run.pop("metrics") or {}
     print(f"{dataset} {net} {recipe} seed {seed}: rc {run['returncode']}, holdout int8 "
           f"{metrics.get('holdout_int8_accuracy')}, {run['wall_seconds']:.0f}s", flush=True)
     return {"dataset": dataset, "net": net, "recipe": recipe, "seed": seed, **run,
-            **{k: metrics.get(k) for k in KEPT}, "git_head": git("rev-parse", "--short", "HEAD")}
+            **{k: metrics.get(k) for k in KEPT}, "git_head": common.git("rev-parse", "--short", "HEAD")}
 
 
 def key(r: dict) -> tuple:
@@ -85,7 +72,7 @@ def key(r: dict) -> tuple:
 
 
 def pct(values: list) -> str:
-    return fmt_pm([None if v is None else 100 * v for v in values], 1, show_n=False)
+    return common.fmt_pm([None if v is None else 100 * v for v in values], 1, show_n=False)
 
 
 def rows(runs: list[dict], datasets: list[str]) -> list[list[str]]:
@@ -100,17 +87,17 @@ def rows(runs: list[dict], datasets: list[str]) -> list[list[str]]:
                 gap = [r["holdout_int8_accuracy"] - r["holdout_float_accuracy"] for r in rs]
                 out.append([ds, net, recipe, f"{rs[0]['params']:,}", str(len(rs)),
                             pct([r["holdout_int8_accuracy"] for r in rs]), pct([r["holdout_float_accuracy"] for r in rs]),
-                            fmt_pm([100 * g for g in gap], 2, show_n=False), pct([r["int8_accuracy"] for r in rs]),
-                            fmt_pm([r["epochs"] for r in rs], 0, show_n=False),
-                            fmt_pm([r["wall_seconds"] for r in rs], 0, show_n=False)])
-        ref_path = RESULTS_DIR / f"keras_reference_{ds}.json"
+                            common.fmt_pm([100 * g for g in gap], 2, show_n=False), pct([r["int8_accuracy"] for r in rs]),
+                            common.fmt_pm([r["epochs"] for r in rs], 0, show_n=False),
+                            common.fmt_pm([r["wall_seconds"] for r in rs], 0, show_n=False)])
+        ref_path = common.RESULTS_DIR / f"keras_reference_{ds}.json"
         if ref_path.exists():
             ref = json.loads(ref_path.read_text())
             budget = max(map(int, ref["summary"]))
             rs = [r for r in ref["runs"] if r["epochs"] == budget]
             out.append([ds, "EI's Keras block (ei-default net)", "EI's", f"{ref['params']:,}", str(len(rs)), "–",
                         pct([r.get("holdout_accuracy") for r in rs]), "–", pct([r["val_accuracy"] for r in rs]),
-                        str(budget), fmt_pm([r["seed_wall_seconds"] for r in rs], 0, show_n=False)])
+                        str(budget), common.fmt_pm([r["seed_wall_seconds"] for r in rs], 0, show_n=False)])
     return out
 
 
@@ -128,13 +115,13 @@ def paired(runs: list[dict], datasets: list[str]) -> list[list[str]]:
             diffs = [100 * (by[("new", s)] - by[("old", s)]) for (rec, s) in by
                      if rec == "new" and by.get(("old", s)) is not None and by[("new", s)] is not None]
             if diffs:
-                out.append([ds, net, str(len(diffs)), fmt_pm(diffs, 1, show_n=False)])
+                out.append([ds, net, str(len(diffs)), common.fmt_pm(diffs, 1, show_n=False)])
     return out
 
 
 def report(runs: list[dict], datasets: list[str]) -> str:
-    return (markdown_table(HEADERS, rows(runs, datasets)) + "\n\nPaired by seed, new − old recipe, holdout int8 "
-            "(points):\n\n" + markdown_table(["dataset", "net", "seeds", "new − old"], paired(runs, datasets)))
+    return (common.markdown_table(HEADERS, rows(runs, datasets)) + "\n\nPaired by seed, new − old recipe, holdout int8 "
+            "(points):\n\n" + common.markdown_table(["dataset", "net", "seeds", "new − old"], paired(runs, datasets)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             new = list(pool.map(lambda t: run_one(*t, args), todo))
         merged = {key(r): r for r in runs} | {key(r): r for r in new}
         runs = sorted(merged.values(), key=key)
-        write_json(RESULTS_JSON, {"machine": machine_info(), "runs": runs})
-    print(text_table(HEADERS, rows(runs, list(DATASETS))))
-    print(text_table(["dataset", "net", "seeds", "new − old"], paired(runs, list(DATASETS))))
+        common.write_json(RESULTS_JSON, {"machine": common.machine_info(), "runs": runs})
+    print(common.text_table(HEADERS, rows(runs, list(DATASETS))))
+    print(common.text_table(["dataset", "net", "seeds", "new − old"], paired(runs, list(DATASETS))))
     if args.update_results_md:
         cmd = "python -m bench.recipe " + " ".join(argv if argv is not None else [])
-        body = f"Command: `{cmd.strip()}`; machine: {machine_info().get('cpus')} CPUs, one core per run.\n\n"
-        update_md_section(RESULTS_MD, SECTION, body + report(runs, list(DATASETS)), "bench.recipe")
+        body = f"Command: `{cmd.strip()}`; machine: {common.machine_info().get('cpus')} CPUs, one core per run.\n\n"
+        common.update_md_section(common.RESULTS_MD, SECTION, body + report(runs, list(DATASETS)), "bench.recipe")
     return 0
 
 

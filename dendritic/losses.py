@@ -115,14 +115,8 @@ def distill_targets(
     return DistillTargets(q, hard, (q * log_q).sum(1), float(temperature), float(weight))
 
 
-def distillation_loss_grad(
-    logits: Tensor,
-    y: Tensor,
-    teacher_logits: Tensor,
-    temperature: float,
-    weight: float,
-    sample_weights: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
+def distillation_loss_grad(logits: Tensor, y: Tensor, teacher_logits: Tensor, temperature: float, weight: float,
+                           sample_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Closed-form (loss, dL/dlogits) of weight * T^2 * KL(teacher_T || student_T) + (1 - weight) * CE.
 
     The T^2 factor cancels the 1/T^2 that softening puts on the KL gradient (T * (softmax(z/T) - q) after
@@ -146,14 +140,8 @@ def distillation_loss_grad(
     return loss, grad.mul_(scale.unsqueeze(1))
 
 
-def distillation_loss(
-    logits: Tensor,
-    y: Tensor,
-    teacher_logits: Tensor,
-    temperature: float,
-    weight: float,
-    sample_weights: Tensor | None = None,
-) -> Tensor:
+def distillation_loss(logits: Tensor, y: Tensor, teacher_logits: Tensor, temperature: float, weight: float,
+                      sample_weights: Tensor | None = None) -> Tensor:
     """The loss of `distillation_loss_grad`, differentiable by autograd (the teacher is detached)."""
     _check_distill(temperature, weight)
     t = temperature
