@@ -102,8 +102,8 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
             + (f", up to {chosen['max_dendrites']} dendrites on {chosen['scope']} layers" if cfg.mode != "traditional"
                else "") + f"; at most {chosen['bound_params']:,} params")
     if limit is not None:
-        budget = training_budget(limit, time.monotonic() - t_start, may_compare(cfg), log)
-        cfg = replace(cfg, train=replace(cfg.train, max_seconds=budget))
+        seconds = training_budget(limit, time.monotonic() - t_start, may_compare(cfg), log)
+        cfg = replace(cfg, train=replace(cfg.train, max_seconds=seconds))
     teacher = None
     if cfg.train.distill_weight > 0:  # knowledge distillation: a wider teacher first, in this same job
         t0 = time.monotonic()
