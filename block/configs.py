@@ -12,8 +12,8 @@ from dendritic.model import NetConfig
 from dendritic.trainer import RunConfig, TrainConfig
 
 
-def run_config(args: Namespace, n_features: int, n_classes: int, max_seconds: float | None = None) -> RunConfig:
-    """Map the block arguments onto one RunConfig; `max_seconds` is EI's compute limit, when given."""
+def run_config(args: Namespace, n_features: int, n_classes: int) -> RunConfig:
+    """Map the block arguments onto one RunConfig (the time limit is the pipeline's: TrainConfig.max_seconds)."""
     common = {"dropout": args.dropout, "noise_std": args.input_noise}
     if args.model_preset == "custom":
         net = NetConfig(n_features=n_features, n_classes=n_classes, n_coeffs=args.mfcc_coefficients,
@@ -33,7 +33,7 @@ def run_config(args: Namespace, n_features: int, n_classes: int, max_seconds: fl
                             freq_mask_width=args.augment_freq_mask_width, time_warp=args.augment_time_warp,
                             mixup_alpha=args.mixup_alpha)
     train = TrainConfig(epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
-                        lr_patience=args.lr_patience, seed=args.seed, max_seconds=max_seconds, augment=augment,
+                        lr_patience=args.lr_patience, seed=args.seed, augment=augment,
                         class_weights=args.auto_weight_classes, label_smoothing=args.label_smoothing,
                         distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
                         teacher_width=args.teacher_width)

@@ -27,7 +27,6 @@ from export.staging import staged, writable_out_dir
 
 Log = Callable[[str], None]
 Search = Callable[[Namespace, object, Log], tuple[Namespace, object]]
-CALIBRATION_ROWS = 1000  # int8 calibration and parity rows: the first 1,000 validation rows
 MODEL_FILES = ("model.tflite", "model_quantized_int8_io.tflite")
 ONNX_FILE = "model.onnx"
 # Predicted seconds of the work after training, reserved from EI's compute limit before training starts.
@@ -79,7 +78,7 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
     from block.report import plot_training, sizing_line, summary_table, write_json
     from block.sizing import resolve_budget, size_to_budget
     from dendritic.trainer import fit, train_teacher
-    from export.checkpoint import export_checkpoint, save_checkpoint
+    from export.checkpoint import CALIBRATION_ROWS, export_checkpoint, save_checkpoint
 
     out = writable_out_dir(args.out_directory)
     data = load_ei_data(args.data_directory, args.info_file, args.holdout_directory, args.mfcc_coefficients)
@@ -184,8 +183,8 @@ def assemble_metrics(cfg, result, dm, report: dict, evaluation: dict, classes: l
     val = evaluation["validation"]
     metrics = {
         # the shipped (folded, exported) model's own count: dead dendrites dropped at export do not count
-        "model_format": cfg.mode, "classes": classes, "params": report.get("params", dm.deployed_params()),
-        "dendrites_dropped": report.get("dendrites_dropped", {}),
+        "model_format": cfg.mode, "classes": classes, "params": report["params"],
+        "dendrites_dropped": report["dendrites_dropped"],
         "dendrites": dm.num_dendrites, "epochs": result.epochs, "train_seconds": result.seconds,
         "float_accuracy": val["float"]["accuracy"], "int8_accuracy": val["int8"]["accuracy"],
         "per_class_accuracy": val["int8"]["per_class_accuracy"], "confusion": val["int8"]["confusion"],
@@ -226,4 +225,4 @@ def traditional_reference(dm, out: Path, calib: np.ndarray, sets: dict, classes:
         log(f"warning: the 0-dendrite comparison export failed ({e}); metrics omit it")
         return None
     log(f"comparison export took {time.monotonic() - t0:.1f}s")
-    return deployment_summary(report, evaluation, base.deployed_params(), 0)
+    return deployment_summary(report, evaluation, report["params"], 0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dendritic.errors import ConfigError
-from dendritic.model import NetConfig
+from dendritic.model import NetConfig, conv_channels
 from dendritic.trainer import RunConfig, build_model
 
 AUTO = "auto"
@@ -84,7 +84,7 @@ def size_to_budget(run: RunConfig, budget: int) -> tuple[RunConfig, dict]:
         width = _widest(run, k, budget)
         if width is not None:
             sized = replace(run, net=with_width(run.net, width), schedule=replace(run.schedule, max_dendrites=k))
-            return sized, {"budget": budget, "width": width, "channels": _channels(sized.net),
+            return sized, {"budget": budget, "width": width, "channels": conv_channels(sized.net),
                            "max_dendrites": k if run.mode != "traditional" else 0,
                            "scope": run.pb.scope if run.mode != "traditional" else None,
                            "base_params": deployed(sized, 0), "bound_params": deployed(sized, k)}
@@ -92,9 +92,3 @@ def size_to_budget(run: RunConfig, budget: int) -> tuple[RunConfig, dict]:
     what = "this network" if run.mode == "traditional" else "this network with one dendrite per neuron"
     raise ConfigError(f"a budget of {budget:,} params is too small for {what}: the narrowest (width 1) has "
                       f"{smallest:,}; raise --max-params or use fewer layers")
-
-
-def _channels(net: NetConfig) -> list[int]:
-    from dendritic.model import conv_channels
-
-    return conv_channels(net)

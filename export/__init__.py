@@ -79,7 +79,7 @@ def _torch_reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
 def _drop_dead(model: nn.Module, x_calib: np.ndarray, x_check: np.ndarray, t0: float
                ) -> tuple[nn.Module, dict[str, int]]:
     """The model without the dendrites that are dead on the rows the converter calibrates on and on the check
-    rows (so the fold check stays exact); one log line when any is dropped."""
+    rows (so the fold check stays exact); one log line when any is dropped (the report has the params)."""
     import torch
 
     from .fold import drop_dead_dendrites
@@ -91,14 +91,10 @@ def _drop_dead(model: nn.Module, x_calib: np.ndarray, x_check: np.ndarray, t0: f
         raise ExportError(f"model rejects calibration rows of shape {x_calib.shape}: "
                           f"{first_line(e, typed=True)}") from e
     if any(dropped.values()):
-        from .costs import count_params
-        from .fold import fold_model
-
         layers = ", ".join(f"{name}: {n}" for name, n in dropped.items() if n)
         _log("prune", t0, f"dropped {sum(dropped.values())} dead dendrite(s) ({layers}): no contribution "
                           f"(<= {DEAD_DENDRITE_TOL:g} of the layer output) on {sum(len(r) for r in rows)} "
-                          f"calibration/check rows; params {count_params(fold_model(model)):,} -> "
-                          f"{count_params(fold_model(pruned)):,}")
+                          f"calibration/check rows")
     return pruned, dropped
 
 

@@ -11,8 +11,6 @@ import argparse
 import os
 import sys
 
-CALIBRATION_ROWS = 1000  # as the block: at most the first 1,000 validation rows
-
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
@@ -33,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def export(args: argparse.Namespace) -> int:
     """Load, fold, export and verify into a hidden folder, then move the three files into place."""
-    from .checkpoint import export_checkpoint
+    from .checkpoint import CALIBRATION_ROWS, export_checkpoint
     from .staging import staged, writable_out_dir
 
     out = writable_out_dir(args.out_directory)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from dendritic.pb import DendriticModel
     from dendritic.trainer import RunConfig
 
+CALIBRATION_ROWS = 1000  # int8 calibration and parity rows: the block's first 1,000 validation rows
 FORMAT = "dendritic-nn/model.pt"
 VERSION = 1
 
