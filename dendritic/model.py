@@ -161,23 +161,24 @@ class KWSNet(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, _Modules(self.drop, self.cfg.conv_type))
+        return self._run(x, _Modules(self.drop, self.cfg.conv_type, self.cfg.noise_std))
 
-    def cross_entropy_step(self, x: torch.Tensor, y, loss_grad: ops.LossGrad = ops.cross_entropy_grad
-                           ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def cross_entropy_step(self, x: torch.Tensor, y, loss_grad: ops.LossGrad = ops.cross_entropy_grad,
+                           rand: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """One training pass for mean cross-entropy without autograd (ops.Tape: the same maths, ~1.7x
         faster at batch 32): sets every trainable parameter's .grad (no zero_grad needed) and returns
         (loss, logits), inference tensors. `loss_grad(logits, y) -> (loss, dL/dlogits)` swaps in another
         loss with a closed-form gradient (soft targets, class weights, distillation: dendritic/losses.py). None when a layer has no fused op (Conv2d pooling, unusual conv
         options): use autograd then. inference_mode, not no_grad: it skips version counters and view
-        tracking, another -8 % per step here."""
+        tracking, another -8 % per step here. `rand` draws the dropout and input noise (default: the global
+        generator); dendritic/lockstep.py gives each model its own, so a batch of models draws like each alone."""
         if not self.training or self.cfg.conv_type != "conv1d":
             return None
         args = {id(m): ops.module_args(m) for m in [*self.convs, *self.linears]}
         if any(a is None for a in args.values()):
             return None
         with torch.inference_mode():
-            tape = ops.Tape(self.cfg.dropout, args)
+            tape = ops.Tape(self.cfg.dropout, args, self.cfg.noise_std, *random_sources(rand, x))
             logits = self._run(x, tape)
             loss, grad = loss_grad(logits, y)
             tape.backward(grad)
@@ -186,10 +187,10 @@ class KWSNet(nn.Module):
     def _run(self, x: torch.Tensor, ex: _Modules | ops.Tape) -> torch.Tensor:
         """The network, once: `ex` runs each layer and each ReLU -> pool -> dropout block."""
         cfg = self.cfg
-        if self.training and cfg.noise_std > 0:
-            x = x + torch.randn_like(x) * cfg.noise_std
-        if cfg.conv_layers:
-            x = ex.conv_input(x.reshape(-1, cfg.frames, cfg.n_coeffs))  # EI order is frame-major: (time, cepstrum)
+        if self.training:
+            x = ex.noise(x)
+        if cfg.conv_layers:  # EI order is frame-major: (time, cepstrum); a leading model axis stays in front
+            x = ex.conv_input(x.reshape(*x.shape[:-1], cfg.frames, cfg.n_coeffs))
             for conv, pool in zip(self.convs, self.pools):
                 x = ex.block(ex.layer(conv, x), pool)
             x = ex.flatten(x)
@@ -200,13 +201,25 @@ class KWSNet(nn.Module):
         return x
 
 
+def random_sources(gen: torch.Generator | None, like: torch.Tensor) -> tuple[ops.Random | None, ops.Random | None]:
+    """(uniform, normal) draws of `like`'s dtype and device from `gen`; (None, None): the global generator."""
+    if gen is None:
+        return None, None
+    kw = {"generator": gen, "dtype": like.dtype, "device": like.device}
+    return (lambda shape: torch.rand(shape, **kw)), (lambda shape: torch.randn(shape, **kw))
+
+
 class _Modules:
     """Runs KWSNet's layers as ordinary modules and ops: eval, export, any autograd loop (losses other than
     cross-entropy, Conv2d nets)."""
 
-    def __init__(self, drop: nn.Module, conv_type: ConvType):
+    def __init__(self, drop: nn.Module, conv_type: ConvType, noise_std: float = 0.0):
         self.drop = drop
         self.conv_type = conv_type
+        self.noise_std = noise_std
+
+    def noise(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.randn_like(x) * self.noise_std if self.noise_std > 0 else x
 
     def conv_input(self, x: torch.Tensor) -> torch.Tensor:
         """[B, frames, coeffs] -> Conv1d's [B, coeffs, frames] or Conv2d's [B, 1, frames, coeffs]."""

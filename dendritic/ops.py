@@ -62,26 +62,36 @@ def module_args(m: nn.Module) -> LayerArgs | None:
 # ---- the layer op: rows @ W.T on the stacked weights ----------------------------------------------------
 def _rows(spec: LayerSpec, x: torch.Tensor) -> torch.Tensor:
     """The matrix the layer multiplies: Linear input rows, or Conv1d's im2col of a [B, L, C] input, whose
-    row (b, l) holds x[b, l + t - pad, c] at column c*k + t (the weight's own [C_out, C_in, k] order)."""
+    row (b, l) holds x[b, l + t - pad, c] at column c*k + t (the weight's own [C_out, C_in, k] order).
+    A leading model axis (a batch of same-shaped networks, dendritic/lockstep.py) stays in front."""
+    lead = x.shape[:-2] if spec.kind == "linear" else x.shape[:-3]
     if spec.kind == "linear":
-        return x.reshape(-1, x.shape[-1])
-    cols = F.pad(x, (0, 0, spec.padding, spec.padding)).unfold(1, spec.kernel, 1)  # [B, L_out, C, k] view
-    return cols.reshape(-1, cols.shape[2] * spec.kernel)
+        return x.reshape(*lead, -1, x.shape[-1])
+    cols = F.pad(x, (0, 0, spec.padding, spec.padding)).unfold(-2, spec.kernel, 1)  # [..., B, L_out, C, k]
+    return cols.reshape(*lead, -1, cols.shape[-2] * spec.kernel)
 
 
 def _grad_input(spec: LayerSpec, g: torch.Tensor, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """dL/dx from g = dL/d(rows @ W.T): g @ W, then col2im (a sum of k shifted windows) for Conv1d."""
-    grows = g @ w.reshape(w.shape[0], -1)
+    lead = g.shape[:-2]
+    grows = g @ w.reshape(*lead, w.shape[len(lead)], -1)
     if spec.kind == "linear":
         return grows.view_as(x)
-    b, length, c = x.shape
+    b, length, c = x.shape[-3:]
     k, pad = spec.kernel, spec.padding
     l_out = length + 2 * pad - k + 1
-    gcols = grows.view(b, l_out, c, k)
-    gx = torch.zeros(b, length + 2 * pad, c, dtype=g.dtype, device=g.device)
+    gcols = grows.view(*lead, b, l_out, c, k)
+    gx = torch.zeros(*lead, b, length + 2 * pad, c, dtype=g.dtype, device=g.device)
     for t in range(k):
-        gx[:, t:t + l_out] += gcols[..., t]
-    return gx[:, pad:pad + length]
+        gx[..., t:t + l_out, :] += gcols[..., t]
+    return gx[..., pad:pad + length, :]
+
+
+def _affine(bias: torch.Tensor, rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """rows @ W.T + b: one addmm, or one baddbmm over a leading model axis."""
+    if rows.dim() == 2:
+        return torch.addmm(bias, rows, w.reshape(w.shape[0], -1).t())
+    return torch.baddbmm(bias.unsqueeze(-2), rows, w.reshape(*w.shape[:2], -1).transpose(-1, -2))
 
 
 def _act_(name: str, q: torch.Tensor) -> torch.Tensor:
@@ -114,7 +124,9 @@ def layer_forward(spec: LayerSpec, x: torch.Tensor, params: list[torch.Tensor]) 
     ts, us = params[2 * k + 2:3 * k + 2], params[3 * k + 2:]
     w = ws[0] if k == 0 else torch.cat(ws)
     rows = _rows(spec, x)
-    z = torch.addmm(bs[0] if k == 0 else torch.cat(bs), rows, w.reshape(w.shape[0], -1).t())
+    if k and rows.dim() > 2:
+        raise ValueError("a leading model axis is only supported for layers without dendrites")
+    z = _affine(bs[0] if k == 0 else torch.cat(bs), rows, w)
     acts: list[torch.Tensor] = []
     if k:
         zs = z.chunk(k + 1, dim=1)  # (chunk: no Python wrapper, unlike split)
@@ -128,7 +140,7 @@ def layer_forward(spec: LayerSpec, x: torch.Tensor, params: list[torch.Tensor]) 
             y.addcmul_(ts[j], acts[j])
     else:
         y = z
-    out_shape = (*x.shape[:-1], c) if spec.kind == "linear" else (x.shape[0], -1, c)
+    out_shape = (*x.shape[:-1], c) if spec.kind == "linear" else (*x.shape[:-2], -1, c)
     return y.view(out_shape), (x, rows, w, ts, us, acts)
 
 
@@ -138,7 +150,7 @@ def layer_backward(spec: LayerSpec, gy: torch.Tensor, saved: tuple, params: list
     k, c = spec.dendrites, spec.neurons
     x, rows, w, ts, us, acts = saved
     need_main, need_dend, need_t, need_u = _needs(spec, params)
-    gy = gy.reshape(-1, c)
+    gy = gy.reshape(*rows.shape[:-2], -1, c)
     gts: list[torch.Tensor | None] = [None] * k
     gus: list[torch.Tensor | None] = [None] * max(k - 1, 0)
     gqs: list[torch.Tensor] = [gy] * k
@@ -158,7 +170,8 @@ def layer_backward(spec: LayerSpec, gy: torch.Tensor, saved: tuple, params: list
         wb[0::2] = (gz.t() @ rows).view_as(w).chunk(k + 1)
         wb[1::2] = gz.sum(0).chunk(k + 1)
     elif need_main:
-        wb[0], wb[1] = (gy.t() @ rows).view_as(w[:c]), gy.sum(0)
+        main_w = w if k == 0 else w[:c]  # (k == 0 with a leading model axis: w[:c] would slice the models)
+        wb[0], wb[1] = (gy.transpose(-1, -2) @ rows).view_as(main_w), gy.sum(-2)
     gx = None
     if input_grad:  # perforated dendrites send no error into x
         gx = _grad_input(spec, gy, w[:c], x) if spec.perforated or k == 0 else _grad_input(spec, gz, w, x)
@@ -207,21 +220,34 @@ def dendritic_forward(x: torch.Tensor, args: LayerArgs) -> torch.Tensor:
 
 
 # ---- ReLU -> 2x max pool over time -> dropout, channels-last -------------------------------------------
-def block_forward(x: torch.Tensor, pool: bool, pad_right: int, p: float) -> tuple[torch.Tensor, tuple]:
-    """dropout(maxpool_2(pad(relu(x)))) over dim 1 of a [B, L, C] input, or dropout(relu(x)) without
-    pooling. ReLU commutes with max, so it runs on the pooled half; ReLU and dropout become one multiplier.
-    'same' pooling pads odd lengths with a zero (pad_right), 'floor' pooling drops the odd last step."""
-    length, pooled_in = x.shape[1], None
+Random = Callable[[torch.Size], torch.Tensor]  # shape -> uniform [0, 1) draws (the Tape's generator)
+
+
+def per_model(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-model vector [M] viewed to broadcast over x's leading model axis [M, ...]."""
+    return v.view(-1, *[1] * (x.dim() - 1))
+
+
+def block_forward(x: torch.Tensor, pool: bool, pad_right: int, p: float | torch.Tensor,
+                  rand: Random | None = None) -> tuple[torch.Tensor, tuple]:
+    """dropout(maxpool_2(pad(relu(x)))) over the time axis (dim -2) of a [..., B, L, C] input, or
+    dropout(relu(x)) without pooling. ReLU commutes with max, so it runs on the pooled half; ReLU and dropout
+    become one multiplier. 'same' pooling pads odd lengths with a zero (pad_right), 'floor' pooling drops
+    the odd last step. `p` may be a tensor broadcasting over a leading model axis (one rate per model);
+    `rand` draws the dropout noise (default: the global generator)."""
+    length, pooled_in = x.shape[-2], None
     if pool:
         if pad_right:
             x = F.pad(x, (0, 0, 0, pad_right))
-        if x.shape[1] % 2:
-            x = x[:, :-1]
+        if x.shape[-2] % 2:
+            x = x[..., :-1, :]
         pooled_in = x
-        x = torch.maximum(x[:, 0::2], x[:, 1::2])
+        x = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
     keep = x > 0
-    if p > 0:
-        keep &= torch.rand_like(x) >= p
+    if isinstance(p, torch.Tensor):
+        p = per_model(p, x)
+    if isinstance(p, torch.Tensor) or p > 0:
+        keep &= (torch.rand_like(x) if rand is None else rand(x.shape)) >= p
     mult = keep.to(x.dtype).mul_(1.0 / (1.0 - p))
     return x * mult, (mult, pooled_in, length)
 
@@ -231,13 +257,13 @@ def block_backward(g: torch.Tensor, saved: tuple) -> torch.Tensor:
     g = g * mult
     if x is None:
         return g
-    second = x[:, 1::2] > x[:, 0::2]  # which of each pair was the max (ties: the first, as max_pool)
-    full = torch.empty(g.shape[0], g.shape[1], 2, *g.shape[2:], dtype=g.dtype, device=g.device)
-    torch.mul(g, second, out=full[:, :, 1])
-    torch.sub(g, full[:, :, 1], out=full[:, :, 0])
-    g = full.flatten(1, 2)
-    n = g.shape[1]
-    return g[:, :length] if n >= length else F.pad(g, (0, 0, 0, length - n))
+    second = x[..., 1::2, :] > x[..., 0::2, :]  # which of each pair was the max (ties: the first, as max_pool)
+    full = torch.empty(*g.shape[:-1], 2, g.shape[-1], dtype=g.dtype, device=g.device)
+    torch.mul(g, second, out=full[..., 1, :])
+    torch.sub(g, full[..., 1, :], out=full[..., 0, :])
+    g = full.flatten(-3, -2)
+    n = g.shape[-2]
+    return g[..., :length, :] if n >= length else F.pad(g, (0, 0, 0, length - n))
 
 
 # ---- a whole training pass without autograd --------------------------------------------------------------
@@ -257,16 +283,29 @@ class Tape:
     reverse and *sets* each trainable parameter's .grad (every module runs once per pass; the effect is
     zero_grad(set_to_none=True) + backward). Why: at batch 32 the autograd engine, AccumulateGrad nodes
     and Function.apply cost as much as the kernels (bench/profile_notes.md). KWSNet drives it through the
-    same conv_input/layer/block/flatten calls as its ordinary forward (model.KWSNet._run)."""
+    same conv_input/layer/block/flatten calls as its ordinary forward (model.KWSNet._run).
 
-    def __init__(self, dropout: float, args: dict[int, LayerArgs]):
-        self.dropout = dropout
+    With a leading model axis (dendritic/lockstep.py) the same pass trains M same-shaped networks at once:
+    every tensor is [M, ...], `dropout` and `noise_std` are per-model tensors, and `rand`/`randn` draw each
+    model's noise from its own generator, so each model sees exactly the numbers it would see alone."""
+
+    def __init__(self, dropout: float | torch.Tensor, args: dict[int, LayerArgs],
+                 noise_std: float | torch.Tensor = 0.0, rand: Random | None = None, randn: Random | None = None):
+        self.dropout, self.noise_std = dropout, noise_std
+        self.rand, self.randn = rand, randn
         self.args = args  # module_args of every layer the network will call, by id(module)
         self.backwards: list = []
 
+    def noise(self, x: torch.Tensor) -> torch.Tensor:
+        """Gaussian input noise (training only); no gradient is needed through it (the input is data)."""
+        if not isinstance(self.noise_std, torch.Tensor) and not self.noise_std > 0:
+            return x
+        std = per_model(self.noise_std, x) if isinstance(self.noise_std, torch.Tensor) else self.noise_std
+        return x + (torch.randn_like(x) if self.randn is None else self.randn(x.shape)) * std
+
     @staticmethod
     def conv_input(x: torch.Tensor) -> torch.Tensor:
-        return x  # EI's [B, frames, coeffs] is already channels-last
+        return x  # EI's [..., B, frames, coeffs] is already channels-last
 
     def layer(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         spec, params = self.args[id(m)]
@@ -297,14 +336,14 @@ class Tape:
 
     def block(self, x: torch.Tensor, pool: nn.Module | None) -> torch.Tensor:
         """ReLU -> (2x max pool over time, padding as the Pool module) -> dropout."""
-        y, saved = block_forward(x, pool is not None, 0 if pool is None else pool.pad[1], self.dropout)
+        y, saved = block_forward(x, pool is not None, 0 if pool is None else pool.pad[1], self.dropout, self.rand)
         self.backwards.append(lambda g: block_backward(g, saved))
         return y
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, L, C] -> the reference's channel-major [B, C*L] flatten."""
-        self.backwards.append(lambda g, shape=x.shape: g.view(shape[0], shape[2], shape[1]).transpose(1, 2))
-        return x.transpose(1, 2).reshape(x.shape[0], -1)
+        """[..., B, L, C] -> the reference's channel-major [..., B, C*L] flatten."""
+        self.backwards.append(lambda g, shape=x.shape: g.view(*shape[:-2], shape[-1], shape[-2]).transpose(-1, -2))
+        return x.transpose(-1, -2).flatten(-2)
 
     def backward(self, g: torch.Tensor) -> None:
         for backward in reversed(self.backwards):

@@ -123,16 +123,18 @@ class DendriticModel(nn.Module):
         return max((layer.num_dendrites for layer in self.layers.values()), default=0)
 
     def training_step(self, x: torch.Tensor, y, loss_fn: Callable[[torch.Tensor, Any], torch.Tensor],
-                      loss_grad: ops.LossGrad | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      loss_grad: ops.LossGrad | None = None, rand: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch. Neuron phase: ordinary backprop. Dendrite phase: the task loss's backward only
         captures each neuron's error; the candidates then step on the correlation surrogate loss.
         `y` is whatever loss_fn takes (labels, or e.g. soft targets); `loss_grad`, the same loss's
         closed-form (loss, dL/dlogits), lets a KWSNet train without autograd (cross-entropy has one built in).
+        `rand` draws the fused pass's dropout and input noise (default: the global generator).
         Returns the detached task loss and logits (no host sync), e.g. for training accuracy."""
         if loss_grad is None and loss_fn is nn.functional.cross_entropy:
             loss_grad = ops.cross_entropy_grad
         fused = getattr(self.net, "cross_entropy_step", None) if self.fused and loss_grad else None
-        done = fused(x, y, loss_grad) if fused is not None else None  # KWSNet's autograd-free pass
+        done = fused(x, y, loss_grad, rand) if fused is not None else None  # KWSNet's autograd-free pass
         if done is None or self.phase is Phase.DENDRITE:  # (the fused pass sets the network's grads itself)
             self.optimizer.zero_grad(set_to_none=True)
         if done is not None:

@@ -11,6 +11,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -219,88 +220,209 @@ def _epoch_targets(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_classes
     return x, (y,), lambda z, b: nn.functional.cross_entropy(z, b[0]), lambda z, b: ops.cross_entropy_grad(z, b[0])
 
 
-def fit(run: RunConfig, data: Splits, log: Log = print, teacher: nn.Module | None = None) -> FitResult:
-    """Train until the schedule stops or the epoch/time budget runs out; return the best checkpoint.
-    `teacher` (e.g. from `train_teacher`) turns on distillation with run.train's weight and temperature."""
-    run.validate()
-    train_cfg, pb_cfg = run.train, run.pb
-    seed_everything(train_cfg.seed)
-    device = pick_device(train_cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(train_cfg.threads)
-    model = build_model(run, device)
+@dataclass
+class _Epoch:
+    """One epoch's shuffled, augmented inputs and targets for one run, and how to take its loss."""
 
-    def tensor(a, dtype):
-        return None if a is None else torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+    x: torch.Tensor
+    y: torch.Tensor
+    targets: tuple
+    loss_fn: Callable
+    loss_grad: Callable
+    batch_size: int
+    t0: float
+    phase: Phase
+    dendrites: int
 
-    xt, yt = tensor(data.x_train, torch.float32), tensor(data.y_train, torch.long)
-    xv, yv = tensor(data.x_val, torch.float32), tensor(data.y_val, torch.long)
-    xh, yh = tensor(data.x_holdout, torch.float32), tensor(data.y_holdout, torch.long)
-    gen = torch.Generator(device="cpu").manual_seed(train_cfg.seed)
-    n = len(xt)
-    class_w = None
-    if train_cfg.class_weights:
-        class_w = losses.class_weights(np.bincount(np.asarray(data.y_train), minlength=run.net.n_classes)).to(device)
-    if teacher is not None and not train_cfg.distill_weight > 0:
-        teacher = None  # distillation off: the teacher is not used
-    history: list[EpochRecord] = []
-    start = last_log = time.monotonic()
-    progress = _progress_bar(train_cfg.epochs)
-    say = progress.write if progress else log
-    say(f"training on {device}: {n} train / {len(xv)} validation rows, mode={pb_cfg.mode}, "
-        f"max {train_cfg.epochs} epochs, {model.deployed_params()} params")
-    val_loss, val_acc = evaluate(model, xv, yv)
-    for epoch in range(1, train_cfg.epochs + 1):
-        t0 = time.monotonic()
-        phase, dendrites = model.phase, model.num_dendrites
+
+class _Run:
+    """One training run's state: `fit` drives one, `fit_many` several side by side (dendritic/lockstep.py).
+
+    Each run owns its random streams (shuffle and augmentation: `gen`; the fused pass's dropout and input
+    noise: `rand`; everything on the global generator, e.g. weight and candidate init: a saved state swapped
+    in around its own work), so a run gives the same numbers whether it trains alone or beside others."""
+
+    def __init__(self, run: RunConfig, data: Splits, log: Log, teacher: nn.Module | None,
+                 on_epoch: Callable[[EpochRecord], None] | None):
+        run.validate()
+        self.run, self.cfg, self.on_epoch = run, run.train, on_epoch
+        seed_everything(self.cfg.seed)
+        self.device = pick_device(self.cfg.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.cfg.threads)
+        self.model = build_model(run, self.device)
+        self.rng_state = torch.get_rng_state()
+
+        def tensor(a, dtype):
+            return None if a is None else torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)
+
+        self.xt, self.yt = tensor(data.x_train, torch.float32), tensor(data.y_train, torch.long)
+        self.xv, self.yv = tensor(data.x_val, torch.float32), tensor(data.y_val, torch.long)
+        self.xh, self.yh = tensor(data.x_holdout, torch.float32), tensor(data.y_holdout, torch.long)
+        self.gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed)
+        self.rand = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
+        self.class_w = None
+        if self.cfg.class_weights:
+            counts = np.bincount(np.asarray(data.y_train), minlength=run.net.n_classes)
+            self.class_w = losses.class_weights(counts).to(self.device)
+        self.teacher = teacher if teacher is not None and self.cfg.distill_weight > 0 else None
+        self.history: list[EpochRecord] = []
+        self.start = self.last_log = time.monotonic()
+        self.progress = _progress_bar(self.cfg.epochs)
+        self.say = self.progress.write if self.progress else log
+        self.finished, self.restructured = False, False
+        self.error: BaseException | None = None
+        self.say(f"training on {self.device}: {len(self.xt)} train / {len(self.xv)} validation rows, "
+                 f"mode={run.pb.mode}, max {self.cfg.epochs} epochs, {self.model.deployed_params()} params")
+        self.val_loss, self.val_acc = evaluate(self.model, self.xv, self.yv)
+
+    @contextmanager
+    def own_rng(self):
+        """The global generator as this run left it (weight init, GD/CC dendrite init, nn.Dropout)."""
+        torch.set_rng_state(self.rng_state)
+        try:
+            yield
+        finally:
+            self.rng_state = torch.get_rng_state()
+
+    def begin_epoch(self) -> _Epoch:
+        cfg, model, n = self.cfg, self.model, len(self.xt)
+        t0, phase, dendrites = time.monotonic(), model.phase, model.num_dendrites
         model.train()
-        perm = torch.randperm(n, generator=gen).to(device)
-        x_epoch, y_epoch = xt.index_select(0, perm), yt.index_select(0, perm)  # one gather per epoch
+        perm = torch.randperm(n, generator=self.gen).to(self.device)
+        x, y = self.xt.index_select(0, perm), self.yt.index_select(0, perm)  # one gather per epoch
         # every phase sees the same augmented data policy (candidates correlate with errors on it too)
-        x_epoch = augment(x_epoch, run.net.frames, run.net.n_coeffs, train_cfg.augment, gen)
-        x_epoch, targets, loss_fn, loss_grad = _epoch_targets(x_epoch, y_epoch, train_cfg, run.net.n_classes,
-                                                              class_w, teacher, gen)
-        bs = train_cfg.batch_size * (train_cfg.dendrite_batch_factor if phase is Phase.DENDRITE else 1)
+        x = augment(x, self.run.net.frames, self.run.net.n_coeffs, cfg.augment, self.gen)
+        x, targets, loss_fn, loss_grad = _epoch_targets(x, y, cfg, self.run.net.n_classes, self.class_w,
+                                                        self.teacher, self.gen)
+        bs = cfg.batch_size * (cfg.dendrite_batch_factor if phase is Phase.DENDRITE else 1)
+        return _Epoch(x, y, targets, loss_fn, loss_grad, bs, t0, phase, dendrites)
+
+    def batches(self, ep: _Epoch):
+        """(start, the batch's targets) over the epoch; logs a line when a long epoch goes quiet."""
+        n = len(ep.x)
+        for i in range(0, n, ep.batch_size):
+            yield i, tuple(None if t is None else t[i:i + ep.batch_size] for t in ep.targets)
+            if time.monotonic() - self.last_log > self.cfg.log_interval_s:  # keep Studio's log alive
+                self.say(f"epoch {len(self.history) + 1} {100 * min(i + ep.batch_size, n) // n}% done")
+                self.last_log = time.monotonic()
+
+    def train_alone(self, ep: _Epoch) -> tuple[list, list]:
         batch_losses, outs = [], []  # reduced once per epoch: per-batch bookkeeping ops cost as much as a layer
-        for i in range(0, n, bs):
-            target = tuple(None if t is None else t[i:i + bs] for t in targets)
-            loss, logits = model.training_step(x_epoch[i:i + bs], target, loss_fn, loss_grad)
+        for i, target in self.batches(ep):
+            loss, logits = self.model.training_step(ep.x[i:i + ep.batch_size], target, ep.loss_fn, ep.loss_grad,
+                                                    self.rand)
             batch_losses.append(loss)
             outs.append(logits)
-            if time.monotonic() - last_log > train_cfg.log_interval_s:  # keep Studio's log alive
-                say(f"epoch {epoch} {100 * min(i + bs, n) // n}% done")
-                last_log = time.monotonic()
-        sizes = torch.tensor([len(o) for o in outs], dtype=torch.float32, device=device)
+        return batch_losses, outs
+
+    def end_epoch(self, epoch: int, ep: _Epoch, batch_losses: list, outs: list) -> None:
+        """Validation, the schedule's decision, the record and log line; sets `finished` when done."""
+        model, cfg, n = self.model, self.cfg, len(ep.x)
+        sizes = torch.tensor([len(o) for o in outs], dtype=torch.float32, device=self.device)
         loss_sum = torch.stack(batch_losses) @ sizes
-        correct = (torch.cat(outs).argmax(1) == y_epoch).sum()  # under dropout/noise, as Keras reports it
-        if phase is Phase.NEURON:  # frozen neurons in a dendrite phase: validation cannot change
-            val_loss, val_acc = evaluate(model, xv, yv)
+        correct = (torch.cat(outs).argmax(1) == ep.y).sum()  # under dropout/noise, as Keras reports it
+        if ep.phase is Phase.NEURON:  # frozen neurons in a dendrite phase: validation cannot change
+            self.val_loss, self.val_acc = evaluate(model, self.xv, self.yv)
         lr = model.optimizer.param_groups[0]["lr"]
-        decision = model.end_epoch(score(val_acc, val_loss))
+        decision = model.end_epoch(score(self.val_acc, self.val_loss))
+        self.restructured |= decision.action is not Action.CONTINUE
         # The holdout is only reported at checkpoint candidates (a cycle's best epoch: CONTINUE, so the
         # model is unchanged); it is a test set, never a selection criterion.
-        hold_acc = evaluate(model, xh, yh)[1] if xh is not None and decision.cycle_best else None
-        rec = EpochRecord(epoch, phase.value, dendrites, model.deployed_params(dendrites), float(loss_sum) / n,
-                          float(correct) / n, val_loss, val_acc, hold_acc, lr, time.monotonic() - t0,
-                          decision.action.value, decision.cycle_best)
-        history.append(rec)
-        say(_epoch_line(rec, train_cfg.epochs, model))
-        last_log = time.monotonic()
-        if progress:
-            progress.update(1)
+        hold_acc = evaluate(model, self.xh, self.yh)[1] if self.xh is not None and decision.cycle_best else None
+        rec = EpochRecord(epoch, ep.phase.value, ep.dendrites, model.deployed_params(ep.dendrites),
+                          float(loss_sum) / n, float(correct) / n, self.val_loss, self.val_acc, hold_acc, lr,
+                          time.monotonic() - ep.t0, decision.action.value, decision.cycle_best)
+        self.history.append(rec)
+        self.say(_epoch_line(rec, cfg.epochs, model))
+        self.last_log = time.monotonic()
+        if self.progress:
+            self.progress.update(1)
+        if self.on_epoch is not None:
+            self.on_epoch(rec)
         if epoch == 1:
-            _check_time_budget(rec.seconds, train_cfg)
-        if model.done:
+            _check_time_budget(rec.seconds, cfg)
+        elapsed = time.monotonic() - self.start
+        if not model.done and cfg.max_seconds and elapsed > 0.9 * cfg.max_seconds:
+            self.say(f"stopping early: {elapsed:.0f}s used of the {cfg.max_seconds:.0f}s compute limit")
+            self.finish()
+        elif model.done or epoch == cfg.epochs:
+            self.finish()
+
+    def finish(self) -> None:
+        if not self.model.done:
+            self.model.finish()
+        if self.progress:
+            self.progress.close()
+        self.finished = True
+
+    def fail(self, error: BaseException) -> None:
+        """The run raised (e.g. pruned by `on_epoch`, or over its time budget): it ends here, the others go on."""
+        self.error, self.finished = error, True
+        if self.progress:
+            self.progress.close()
+
+    def result(self) -> FitResult:
+        if self.error is not None:
+            raise self.error
+        return FitResult(self.model, self.history, time.monotonic() - self.start, cycles_from_history(self.history))
+
+
+def fit(run: RunConfig, data: Splits, log: Log = print, teacher: nn.Module | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None) -> FitResult:
+    """Train until the schedule stops or the epoch/time budget runs out; return the best checkpoint.
+    `teacher` (e.g. from `train_teacher`) turns on distillation with run.train's weight and temperature.
+    `on_epoch` sees every epoch's record; it may raise to abandon the run (the sweep's pruning does)."""
+    r = _Run(run, data, log, teacher, on_epoch)
+    for epoch in range(1, run.train.epochs + 1):
+        ep = r.begin_epoch()
+        r.end_epoch(epoch, ep, *r.train_alone(ep))
+        if r.finished:
             break
-        elapsed = time.monotonic() - start
-        if train_cfg.max_seconds and elapsed > 0.9 * train_cfg.max_seconds:
-            say(f"stopping early: {elapsed:.0f}s used of the {train_cfg.max_seconds:.0f}s compute limit")
+    return r.result()
+
+
+def fit_many(runs: list[RunConfig], data: Splits, logs: list[Log],
+             on_epochs: list[Callable[[EpochRecord], None] | None] | None = None) -> list[FitResult | BaseException]:
+    """Train several runs on the same data side by side; each gives what `fit` would give it alone (to
+    floating-point rounding). Runs of one network shape train their first neuron phase as ONE batched
+    network along a leading model axis (dendritic/lockstep.py): at batch 32 these nets are bound by per-op
+    dispatch, so M models cost little more than one. A run leaves its batch at its first restructure (a
+    dendrite phase, new dendrites, its early stop) and goes on alone. A run that raises (e.g. pruned by
+    its `on_epoch`) returns its exception; the others go on."""
+    from .lockstep import Lockstep
+
+    on_epochs = on_epochs or [None] * len(runs)
+    trainers = [_Run(run, data, log, None, on_epoch) for run, log, on_epoch in zip(runs, logs, on_epochs)]
+    groups = Lockstep.form(trainers)
+    for epoch in range(1, max(r.cfg.epochs for r in trainers) + 1):
+        live = [r for r in trainers if not r.finished and epoch <= r.cfg.epochs]
+        if not live:
             break
-    if not model.done:
-        model.finish()
-    if progress:
-        progress.close()
-    return FitResult(model, history, time.monotonic() - start, cycles_from_history(history))
+        eps = {}
+        for r in live:
+            with r.own_rng():
+                eps[id(r)] = r.begin_epoch()
+        done = {}
+        for g in groups:
+            done |= g.train_epoch([eps[id(r)] for r in g.members])
+        for r in live:
+            try:
+                with r.own_rng():
+                    losses_outs = done.get(id(r)) or r.train_alone(eps[id(r)])
+                    r.end_epoch(epoch, eps[id(r)], *losses_outs)
+            except Exception as e:  # noqa: BLE001 - this run's failure or pruning; the others go on
+                r.fail(e)
+        for g in groups:
+            g.release([r for r in g.members if r.finished or r.restructured])
+        groups = [g for g in groups if g.members]
+    results: list[FitResult | BaseException] = []
+    for r in trainers:
+        try:
+            results.append(r.result())
+        except Exception as e:  # noqa: BLE001
+            results.append(e)
+    return results
 
 
 def cycles_from_history(history: list[EpochRecord]) -> list[dict]:

@@ -4,7 +4,7 @@ paper's KWS sweep space, resumable and shareable between machines through an Opt
     python -m sweep --data-directory D --out-directory O --trials N [--storage URL] [--study-name S]
         [--max-params P | --max-flash-kb K] [--seed S] [--holdout-directory H] [--export-best]
         [--epochs E] [--formats traditional,gd,cc] [--sampler tpe|random] [--heartbeat S]
-        [--trial-seconds T] [-- BLOCK FLAGS, e.g. --batch-size 64]
+        [--trial-seconds T] [--workers W] [--pruner median|halving|none] [-- BLOCK FLAGS, e.g. --batch-size 64]
 
 --trials is the study's target: the run (or all workers together) stops when N trials are complete or
 failed; re-running the same command continues a study and adds nothing once it has N. Every bad input ends
@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from .prune import PRUNERS
 from .space import FORMATS
 from .study import SweepError
 
@@ -104,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="training time cap per trial (slower architectures are pruned after epoch 1)",
     )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=2,
+        help="worker processes on this machine, all on one study (one core each; default 2: a 2-core box). "
+        "More machines: start this command on each with the same --storage",
+    )
+    p.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        default="median",
+        help="stop trials whose validation curve is behind trials of their size (sweep/prune.py); none: off",
+    )
+    p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a --workers child
     return p
 
 
@@ -143,13 +158,49 @@ def check_block_flags(argv: list[str]):
     return args
 
 
-def run(opts: argparse.Namespace, extra: list[str]) -> int:
+def _worker_main(argv: list[str]) -> None:
+    """A --workers child: the same command, one worker, no reports; SIGTERM re-queues its trial."""
+    import signal
+
+    from dendritic.errors import Terminated
+
+    def interrupt(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, interrupt)
+    sys.exit(main([*argv, "--workers", "1", "--worker-only"]))
+
+
+def start_workers(n: int, argv: list[str]) -> list:
+    """n more worker processes on this study (spawned: a fresh interpreter each, no forked torch state)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(argv,), daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    return procs
+
+
+def stop_workers(procs: list, terminate: bool = False) -> None:
+    """Wait for the children to run out of trials; `terminate` (this worker stopped on an error or Ctrl-C)
+    SIGTERMs them first, so they re-queue their running trials."""
+    if terminate:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+    for p in procs:
+        p.join()
+
+
+def run(opts: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     from block.data import load_ei_data
     from export.staging import writable_out_dir
 
     from .budget import Budget
+    from .prune import make_pruner
     from .report import pick_best, write_reports
-    from .study import SweepSampler, check_url, open_storage, open_study, redact, storage_url
+    from .study import SweepSampler, check_url, open_storage, open_study, redact, storage_url, tally
     from .worker import Runner, work
 
     out = writable_out_dir(opts.out_directory)
@@ -159,7 +210,20 @@ def run(opts: argparse.Namespace, extra: list[str]) -> int:
     block = check_block_flags(base)
     data = load_ei_data(opts.data_directory, None, opts.holdout_directory, block.mfcc_coefficients)
     budget = Budget(opts.max_params, opts.max_flash_kb)
-    runner = Runner(data, base, budget, opts.formats, opts.trial_seconds, None, out / "logs", log)
+    storage = open_storage(url, opts.heartbeat)
+    runner = Runner(
+        data,
+        base,
+        budget,
+        opts.formats,
+        opts.trial_seconds,
+        None,
+        out / "logs",
+        log,
+        pruner=make_pruner(opts.pruner),
+        storage=storage,
+        study_name=opts.study_name,
+    )
     if budget:
         runner.check_budget()
     settings = {
@@ -175,9 +239,10 @@ def run(opts: argparse.Namespace, extra: list[str]) -> int:
         "formats": list(opts.formats),
         "block_flags": extra,
         "trial_seconds": opts.trial_seconds,
+        "pruner": opts.pruner,
     }
     study = open_study(
-        open_storage(url, opts.heartbeat),
+        storage,
         opts.study_name,
         SweepSampler(opts.sampler, opts.seed, opts.formats),
         settings,
@@ -205,10 +270,20 @@ def run(opts: argparse.Namespace, extra: list[str]) -> int:
             drawn[0] = time.monotonic()
         return write_reports(study.get_trials(deepcopy=False), out, meta, opts.max_params, figures)
 
-    count = work(study, runner, opts.trials, poll=opts.heartbeat, after_trial=reports)
+    if opts.worker_only:
+        work(study, runner, opts.trials, poll=opts.heartbeat)
+        return 0
+    children = start_workers(opts.workers - 1, argv)
+    try:
+        work(study, runner, opts.trials, poll=opts.heartbeat, after_trial=reports)
+    except BaseException:
+        stop_workers(children, terminate=True)
+        raise
+    stop_workers(children)
+    count = tally(study.get_trials(deepcopy=False))
     rows = reports(final=True)
     log(
-        f"sweep: {count} after {time.monotonic() - t0:.0f}s in this worker; wrote trials.csv, pareto.png, "
+        f"sweep: {count} after {time.monotonic() - t0:.0f}s ({opts.workers} workers here); wrote trials.csv, pareto.png, "
         f"frontier.md to {out}"
     )
     best = pick_best(rows, opts.max_params)
@@ -239,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts, extra = parse(argv)
         stage = 1
-        return run(opts, extra)
+        return run(opts, extra, argv)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated (sweep/__main__.py)
         from dendritic.errors import Terminated
 

@@ -199,6 +199,7 @@ class Tally:
     """Trial counts with retries resolved: a failed trial that was re-queued is counted by its retry."""
 
     complete: int = 0
+    stopped: int = 0  # pruned on its validation curve (sweep/prune.py): trained a while, counted
     pruned: int = 0  # over the size budget (or too slow): not trained, not counted towards --trials
     failed: int = 0  # raised an error (or died more than MAX_RETRY times): counted, never re-run
     retried: int = 0  # failed because its worker died, re-queued as another trial
@@ -208,11 +209,12 @@ class Tally:
     @property
     def counted(self) -> int:
         """Trials that used up part of the --trials target."""
-        return self.complete + self.failed
+        return self.complete + self.stopped + self.failed
 
     def __str__(self) -> str:
         return (
-            f"{self.complete} complete, {self.pruned} pruned, {self.failed} failed, {self.retried} retried, "
+            f"{self.complete} complete, {self.stopped} stopped early, {self.pruned} pruned, {self.failed} failed, "
+            f"{self.retried} retried, "
             f"{self.running} running, {self.waiting} queued"
         )
 
@@ -231,6 +233,8 @@ def tally(trials: list[FrozenTrial]) -> Tally:
                 t.retried += 1
             else:
                 t.failed += 1
+        elif trial.state is TrialState.PRUNED and "stopped_epoch" in trial.user_attrs:
+            t.stopped += 1
         else:
             name = {
                 TrialState.COMPLETE: "complete",

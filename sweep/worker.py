@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from . import space
+from . import prune, space
 from .budget import Budget, plan
 from .study import MAX_RETRY, SweepError, Tally, first_line, quiet, tally
 
@@ -40,6 +40,9 @@ class Runner:
     deadline: float | None = None  # time.monotonic() by which any trial must be over (Studio search)
     log_dir: Path | None = None  # per-trial training logs; None: discard them
     log: Log = print
+    pruner: object = None  # an Optuna pruner (sweep/prune.py) or None: every trial runs to its early stop
+    storage: object = None  # where the pruner's per-size curve studies live (the sweep's own storage)
+    study_name: str = "sweep"
     failed_in_a_row: int = 0
     pruned_in_a_row: int = 0
     last_error: str = ""
@@ -129,11 +132,25 @@ class Runner:
 
         cfg = replace(cfg, train=replace(cfg.train, max_seconds=self._time_cap()))
         d = self.data
+        curve = None
+        if self.pruner is not None:
+            curve = prune.Curve(self.storage, self.study_name, size.base_params, self.pruner)
         with self._trial_log(trial.number) as fit_log:
             try:
-                result = fit(cfg, d.splits(), fit_log)
+                result = fit(cfg, d.splits(), fit_log, on_epoch=prune.epoch_reporter(curve))
             except TimeLimitError as e:
+                if curve is not None:
+                    curve.close(TrialState.FAIL)
                 raise optuna.TrialPruned(f"too slow for the trial time cap: {first_line(e)}") from None
+            except optuna.TrialPruned:
+                curve.close(TrialState.PRUNED)
+                trial.set_user_attr("stopped_epoch", curve.epoch)  # trained, then stopped: counts as a trial
+                trial.set_user_attr("val_accuracy_at_stop", curve.best)
+                raise
+            except BaseException:
+                if curve is not None:
+                    curve.close(TrialState.FAIL)
+                raise
         model = result.model.eval()
         params, dendrites = model.deployed_params(), model.num_dendrites
         val_acc = self._accuracy(model, d.x_val, d.y_val)
@@ -151,6 +168,8 @@ class Runner:
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        if curve is not None:
+            curve.close(TrialState.COMPLETE, val_acc)
         hold = f" holdout {hold_acc:.4f}" if hold_acc is not None else ""
         self.log(
             f"trial {trial.number}: val {val_acc:.4f}{hold}, {params:,} params ({dendrites} dendrites), "

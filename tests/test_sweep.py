@@ -41,6 +41,8 @@ def sweep(data: Path, out: Path, trials: int, *extra: str) -> int:
             "1",
             "--holdout-directory",
             str(data / "holdout"),
+            "--workers",
+            "1",
             *extra,
         ]
     )

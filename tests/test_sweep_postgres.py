@@ -119,6 +119,8 @@ def start_worker(url: str, out: Path) -> subprocess.Popen:
         STUDY,
         "--heartbeat",
         str(HEARTBEAT),
+        "--workers",
+        "1",
         "--holdout-directory",
         str(DEMO / "holdout"),
     ]

@@ -1,0 +1,165 @@
+"""Several same-shaped runs trained as one network along a leading model axis (issue 16: sweep speed).
+
+Why: at batch 32 a KWS net's training step is bound by per-op dispatch, not FLOPs (bench/profile_notes.md),
+so M networks of one shape stacked as [M, ...] weights (one `baddbmm` per layer instead of M `addmm`s) cost
+little more than one. A sweep's trials that differ only in seed, learning rate, dropout, input noise,
+augmentation or schedule train together this way.
+
+Each run still gets exactly its own numbers: its weights live in the stack as views (its checkpoints and
+schedule see ordinary parameters), its dropout and noise come from its own generator, its learning rate
+(and ReduceLROnPlateau's changes to it) from its own optimizer, and Adam runs here per model with the same
+maths as torch's. A run trains in the stack during its first neuron phase, while it has no dendrites; at its
+first restructure (a dendrite phase, new dendrites, its early stop) it leaves and goes on alone with the
+fresh optimizer `DendriticModel` builds at every restructure anyway, so no optimizer state moves.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from . import ops
+from .schedule import Phase
+
+if TYPE_CHECKING:
+    from .trainer import _Epoch, _Run
+
+
+def _layers(net: nn.Module) -> list[nn.Module]:
+    return [*net.convs, *net.linears]
+
+
+def signature(r: _Run) -> tuple | None:
+    """What must match for runs to share a stack (None: this run cannot be stacked)."""
+    model, cfg = r.model, r.run
+    net = model.net
+    if (not model.fused or model.phase is not Phase.NEURON or model.num_dendrites or r.teacher is not None
+            or cfg.net.conv_type != "conv1d" or not hasattr(net, "cross_entropy_step")):
+        return None
+    args = [ops.module_args(m) for m in _layers(net)]
+    if any(a is None for a in args):
+        return None
+    opt = model.optimizer.param_groups[0]
+    layers = tuple((spec.kind, spec.neurons, spec.kernel, spec.padding, tuple(tuple(p.shape) for p in ps))
+                   for spec, ps in args)
+    pools = tuple(tuple(p.pad) for p in net.pools)
+    return (layers, pools, cfg.net.frames, cfg.net.n_coeffs, cfg.train.batch_size, r.device.type,
+            tuple(opt["betas"]), opt["eps"], opt["weight_decay"], opt.get("amsgrad", False))
+
+
+class Lockstep:
+    """One stack of runs: their layer weights as [M, ...] tensors, Adam's moments, and a batched step."""
+
+    def __init__(self, members: list[_Run]):
+        self.members = members
+        self.net0 = members[0].model.net
+        per_model = [[p for m in _layers(r.model.net) for p in ops.module_args(m)[1]] for r in members]
+        self.params = [nn.Parameter(torch.stack([pm[j].detach() for pm in per_model]))
+                       for j in range(len(per_model[0]))]
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = 0
+        self._attach()
+
+    @classmethod
+    def form(cls, runs: Iterable[_Run]) -> list[Lockstep]:
+        """Stacks of two or more runs with the same signature; other runs train alone."""
+        by_sig: dict[tuple, list[_Run]] = {}
+        for r in runs:
+            sig = signature(r)
+            if sig is not None:
+                by_sig.setdefault(sig, []).append(r)
+        return [cls(rs) for rs in by_sig.values() if len(rs) > 1]
+
+    def _attach(self) -> None:
+        """Point every member's layer parameters at its row of the stacks; build the batched layer args."""
+        for i, r in enumerate(self.members):
+            ps = [p for m in _layers(r.model.net) for p in ops.module_args(m)[1]]
+            for p, stack in zip(ps, self.params):
+                p.data = stack.data[i]
+        self.args, j = {}, 0
+        for m in _layers(self.net0):
+            spec, ps = ops.module_args(m)
+            self.args[id(m)] = (spec, self.params[j:j + len(ps)])
+            j += len(ps)
+        like = self.params[0]
+        self.dropout = torch.tensor([r.run.net.dropout for r in self.members], dtype=like.dtype, device=like.device)
+        self.noise = torch.tensor([r.run.net.noise_std for r in self.members], dtype=like.dtype, device=like.device)
+        # A model with no dropout (or noise) draws nothing alone, so it draws nothing here either: its stream
+        # stays in step with its solo run. Its row gets zeros (kept by `>= 0`, added times a zero std).
+        kw = {"dtype": like.dtype, "device": like.device}
+
+        def draws(fn, rates: torch.Tensor):
+            gens = [r.rand if rate > 0 else None for r, rate in zip(self.members, rates.tolist())]
+            return lambda shape: torch.stack([torch.zeros(shape[1:], **kw) if g is None else
+                                              fn(shape[1:], generator=g, **kw) for g in gens])
+
+        self.rand, self.randn = draws(torch.rand, self.dropout), draws(torch.randn, self.noise)
+
+    def release(self, leaving: list[_Run]) -> None:
+        """Members that restructured or finished leave: their parameters get storage of their own, and the
+        stacks (weights and Adam moments) keep only the rows of those who stay."""
+        if not leaving:
+            return
+        gone = {id(r) for r in leaving}
+        for r in leaving:
+            for m in _layers(r.model.net):
+                for p in ops.module_args(m)[1]:
+                    p.data = p.data.clone()
+        keep = [i for i, r in enumerate(self.members) if id(r) not in gone]
+        self.members = [self.members[i] for i in keep]
+        if not keep:
+            return
+        idx = torch.tensor(keep, device=self.params[0].device)
+        self.params = [nn.Parameter(p.data.index_select(0, idx)) for p in self.params]
+        self.exp_avg = [t.index_select(0, idx) for t in self.exp_avg]
+        self.exp_avg_sq = [t.index_select(0, idx) for t in self.exp_avg_sq]
+        self.net0 = self.members[0].model.net
+        self._attach()
+
+    def train_epoch(self, eps: list[_Epoch]) -> dict[int, tuple[list, list]]:
+        """Every member's epoch, batch by batch together: {id(run): (batch losses, batch logits)}."""
+        like = self.params[0]
+        lrs = torch.tensor([r.model.optimizer.param_groups[0]["lr"] for r in self.members], dtype=like.dtype,
+                           device=like.device)
+        lr_views = [ops.per_model(lrs, p) for p in self.params]
+        results: dict[int, tuple[list, list]] = {id(r): ([], []) for r in self.members}
+        bs = eps[0].batch_size
+        for i, _ in self.members[0].batches(eps[0]):
+            x = torch.stack([ep.x[i:i + bs] for ep in eps])
+            targets = [tuple(None if t is None else t[i:i + bs] for t in ep.targets) for ep in eps]
+            losses, logits = self._step(x, targets, [ep.loss_grad for ep in eps], lr_views)
+            for r, loss, out in zip(self.members, losses, logits):
+                results[id(r)][0].append(loss)
+                results[id(r)][1].append(out)
+        return results
+
+    def _step(self, x: torch.Tensor, targets: list[tuple], loss_grads: list, lr_views: list[torch.Tensor]):
+        with torch.inference_mode():
+            tape = ops.Tape(self.dropout, self.args, self.noise, self.rand, self.randn)
+            logits = self.net0._run(x, tape)
+            pairs = [lg(z, t) for lg, z, t in zip(loss_grads, logits, targets)]
+            tape.backward(torch.stack([g for _, g in pairs]))
+        self._adam(lr_views)
+        return [loss for loss, _ in pairs], logits
+
+    def _adam(self, lr_views: list[torch.Tensor]) -> None:
+        """torch.optim.Adam's update (no weight decay, no amsgrad) with one learning rate per model row."""
+        b1, b2 = self.members[0].model.optimizer.param_groups[0]["betas"]
+        eps = self.members[0].model.optimizer.param_groups[0]["eps"]
+        self.steps += 1
+        grads = [p.grad for p in self.params]
+        params = [p.data for p in self.params]
+        bc1, bc2 = 1 - b1 ** self.steps, 1 - b2 ** self.steps
+        torch._foreach_lerp_(self.exp_avg, grads, 1 - b1)
+        torch._foreach_mul_(self.exp_avg_sq, b2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, 1 - b2)
+        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        torch._foreach_div_(denom, math.sqrt(bc2))
+        torch._foreach_add_(denom, eps)
+        update = torch._foreach_div(self.exp_avg, denom)
+        torch._foreach_mul_(update, lr_views)
+        torch._foreach_add_(params, update, alpha=-1 / bc1)
