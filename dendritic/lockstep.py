@@ -37,7 +37,7 @@ def signature(r: _Run) -> tuple | None:
     model, cfg = r.model, r.run
     net = model.net
     if (not model.fused or model.phase is not Phase.NEURON or model.num_dendrites or r.teacher is not None
-            or cfg.net.conv_type != "conv1d" or not hasattr(net, "cross_entropy_step")):
+            or not hasattr(net, "cross_entropy_step")):
         return None
     args = [ops.module_args(m) for m in _layers(net)]
     if any(a is None for a in args):
@@ -46,7 +46,7 @@ def signature(r: _Run) -> tuple | None:
     layers = tuple((spec.kind, spec.neurons, spec.kernel, spec.padding, tuple(tuple(p.shape) for p in ps))
                    for spec, ps in args)
     pools = tuple(tuple(p.pad) for p in net.pools)
-    return (layers, pools, cfg.net.frames, cfg.net.n_coeffs, cfg.train.batch_size, r.device.type,
+    return (layers, pools, cfg.net.conv_type, cfg.net.frames, cfg.net.n_coeffs, cfg.train.batch_size, r.device.type,
             tuple(opt["betas"]), opt["eps"], opt["weight_decay"], opt.get("amsgrad", False))
 
 
@@ -139,7 +139,8 @@ class Lockstep:
 
     def _step(self, x: torch.Tensor, targets: list[tuple], loss_grads: list, lr_views: list[torch.Tensor]):
         with torch.inference_mode():
-            tape = ops.Tape(self.dropout, self.args, self.noise, self.rand, self.randn)
+            tape = ops.Tape(self.dropout, self.args, self.noise, self.rand, self.randn,
+                            conv2d=self.members[0].run.net.conv_type == "conv2d")
             logits = self.net0._run(x, tape)
             pairs = [lg(z, t) for lg, z, t in zip(loss_grads, logits, targets)]
             tape.backward(torch.stack([g for _, g in pairs]))

@@ -172,13 +172,14 @@ class KWSNet(nn.Module):
         options): use autograd then. inference_mode, not no_grad: it skips version counters and view
         tracking, another -8 % per step here. `rand` draws the dropout and input noise (default: the global
         generator); dendritic/lockstep.py gives each model its own, so a batch of models draws like each alone."""
-        if not self.training or self.cfg.conv_type != "conv1d":
+        if not self.training:
             return None
         args = {id(m): ops.module_args(m) for m in [*self.convs, *self.linears]}
         if any(a is None for a in args.values()):
             return None
         with torch.inference_mode():
-            tape = ops.Tape(self.cfg.dropout, args, self.cfg.noise_std, *random_sources(rand, x))
+            tape = ops.Tape(self.cfg.dropout, args, self.cfg.noise_std, *random_sources(rand, x),
+                            conv2d=self.cfg.conv_type == "conv2d")
             logits = self._run(x, tape)
             loss, grad = loss_grad(logits, y)
             tape.backward(grad)

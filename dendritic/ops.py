@@ -27,7 +27,7 @@ from torch import nn
 class LayerSpec:
     """What the fused op needs to know about the wrapped layer (static per call)."""
 
-    kind: str  # "linear" | "conv1d"
+    kind: str  # "linear" | "conv1d" | "conv2d"
     neurons: int  # C: output channels of one copy
     dendrites: int  # k
     activation: str  # "tanh" | "sigmoid" | "relu"
@@ -40,15 +40,20 @@ LayerArgs = tuple[LayerSpec, list[torch.Tensor]]
 
 
 def fusable(main: nn.Module) -> LayerSpec | None:
-    """The spec for a Linear or plain Conv1d (stride/dilation 1, zero padding); None for anything else."""
+    """The spec for a Linear, or a Conv1d/Conv2d with stride and dilation 1, zero padding, a square kernel
+    and equal padding on every side; None for anything else."""
     if getattr(main, "bias", None) is None:
         return None
     if isinstance(main, nn.Linear):
         return LayerSpec("linear", main.out_features, 0, "relu", False)
-    if (isinstance(main, nn.Conv1d) and main.stride == (1,) and main.dilation == (1,) and main.groups == 1
-            and main.padding_mode == "zeros" and not isinstance(main.padding, str)):
-        return LayerSpec("conv1d", main.out_channels, 0, "relu", False, main.kernel_size[0], main.padding[0])
-    return None
+    if not isinstance(main, (nn.Conv1d, nn.Conv2d)) or isinstance(main.padding, str):
+        return None
+    plain = (set(main.stride) == {1} and set(main.dilation) == {1} and main.groups == 1
+             and main.padding_mode == "zeros" and len(set(main.kernel_size)) == 1 and len(set(main.padding)) == 1)
+    if not plain:
+        return None
+    kind = "conv1d" if isinstance(main, nn.Conv1d) else "conv2d"
+    return LayerSpec(kind, main.out_channels, 0, "relu", False, main.kernel_size[0], main.padding[0])
 
 
 def module_args(m: nn.Module) -> LayerArgs | None:
@@ -60,31 +65,48 @@ def module_args(m: nn.Module) -> LayerArgs | None:
 
 
 # ---- the layer op: rows @ W.T on the stacked weights ----------------------------------------------------
+def _spatial(spec: LayerSpec) -> int:
+    """Spatial axes of the layer's channels-last input: 0 (Linear), 1 (Conv1d [B, L, C]), 2 (Conv2d [B, H, W, C])."""
+    return {"linear": 0, "conv1d": 1, "conv2d": 2}[spec.kind]
+
+
 def _rows(spec: LayerSpec, x: torch.Tensor) -> torch.Tensor:
-    """The matrix the layer multiplies: Linear input rows, or Conv1d's im2col of a [B, L, C] input, whose
-    row (b, l) holds x[b, l + t - pad, c] at column c*k + t (the weight's own [C_out, C_in, k] order).
-    A leading model axis (a batch of same-shaped networks, dendritic/lockstep.py) stays in front."""
-    lead = x.shape[:-2] if spec.kind == "linear" else x.shape[:-3]
-    if spec.kind == "linear":
+    """The matrix the layer multiplies: Linear input rows, or a convolution's im2col of its channels-last
+    input: for Conv1d [B, L, C] row (b, l) holds x[b, l + t - pad, c] at column c*k + t, for Conv2d
+    [B, H, W, C] row (b, h, w) holds x[b, h + t - pad, w + u - pad, c] at column (c*k + t)*k + u (the
+    weight's own [C_out, C_in, k(, k)] order). A leading model axis (a batch of same-shaped networks,
+    dendritic/lockstep.py) stays in front."""
+    s = _spatial(spec)
+    lead = x.shape[:x.dim() - 2 - s]
+    if s == 0:
         return x.reshape(*lead, -1, x.shape[-1])
-    cols = F.pad(x, (0, 0, spec.padding, spec.padding)).unfold(-2, spec.kernel, 1)  # [..., B, L_out, C, k]
-    return cols.reshape(*lead, -1, cols.shape[-2] * spec.kernel)
+    cols = F.pad(x, (0, 0) + (spec.padding, spec.padding) * s)
+    for _ in range(s):  # each unfold appends a window axis: [.., Lp, C] -> [.., Lo, C, k];
+        cols = cols.unfold(-1 - s, spec.kernel, 1)  # [.., Hp, Wp, C] -> [.., Ho, Wp, C, k] -> [.., Ho, Wo, C, k, k]
+    return cols.reshape(*lead, -1, x.shape[-1] * spec.kernel ** s)
 
 
 def _grad_input(spec: LayerSpec, g: torch.Tensor, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """dL/dx from g = dL/d(rows @ W.T): g @ W, then col2im (a sum of k shifted windows) for Conv1d."""
+    """dL/dx from g = dL/d(rows @ W.T): g @ W, then col2im (a sum of k (or k*k) shifted windows)."""
     lead = g.shape[:-2]
     grows = g @ w.reshape(*lead, w.shape[len(lead)], -1)
-    if spec.kind == "linear":
+    s = _spatial(spec)
+    if s == 0:
         return grows.view_as(x)
-    b, length, c = x.shape[-3:]
     k, pad = spec.kernel, spec.padding
-    l_out = length + 2 * pad - k + 1
-    gcols = grows.view(*lead, b, l_out, c, k)
-    gx = torch.zeros(*lead, b, length + 2 * pad, c, dtype=g.dtype, device=g.device)
+    sizes = x.shape[-1 - s:-1]  # L, or H and W
+    outs = [n + 2 * pad - k + 1 for n in sizes]
+    c = x.shape[-1]
+    gcols = grows.view(*lead, x.shape[-2 - s], *outs, c, *[k] * s)
+    gx = torch.zeros(*lead, x.shape[-2 - s], *[n + 2 * pad for n in sizes], c, dtype=g.dtype, device=g.device)
+    if s == 1:
+        for t in range(k):
+            gx[..., t:t + outs[0], :] += gcols[..., t]
+        return gx[..., pad:pad + sizes[0], :]
     for t in range(k):
-        gx[..., t:t + l_out, :] += gcols[..., t]
-    return gx[..., pad:pad + length, :]
+        for u in range(k):
+            gx[..., t:t + outs[0], u:u + outs[1], :] += gcols[..., t, u]
+    return gx[..., pad:pad + sizes[0], pad:pad + sizes[1], :]
 
 
 def _affine(bias: torch.Tensor, rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -140,7 +162,8 @@ def layer_forward(spec: LayerSpec, x: torch.Tensor, params: list[torch.Tensor]) 
             y.addcmul_(ts[j], acts[j])
     else:
         y = z
-    out_shape = (*x.shape[:-1], c) if spec.kind == "linear" else (*x.shape[:-2], -1, c)
+    sp = _spatial(spec)
+    out_shape = (*x.shape[:x.dim() - 1 - sp], *[n + 2 * spec.padding - spec.kernel + 1 for n in x.shape[-1 - sp:-1]], c)
     return y.view(out_shape), (x, rows, w, ts, us, acts)
 
 
@@ -165,16 +188,16 @@ def layer_backward(spec: LayerSpec, gy: torch.Tensor, saved: tuple, params: list
             gus[j - 1] = torch.stack([(gqs[j] * acts[i]).sum(0) for i in range(j)])
     # Stacked output gradient: the main rows get gy, dendrite j's rows get dL/dq_j.
     gz = gy if k == 0 else torch.cat([gy, *gqs], 1)
+    main_w = w if k == 0 else w[:c]  # (k == 0 with a leading model axis: w[:c] would slice the models)
     wb: list[torch.Tensor | None] = [None] * (2 * k + 2)
     if need_dend:  # dendrite copies train (GD, or CC with dendrite updates)
         wb[0::2] = (gz.t() @ rows).view_as(w).chunk(k + 1)
         wb[1::2] = gz.sum(0).chunk(k + 1)
     elif need_main:
-        main_w = w if k == 0 else w[:c]  # (k == 0 with a leading model axis: w[:c] would slice the models)
         wb[0], wb[1] = (gy.transpose(-1, -2) @ rows).view_as(main_w), gy.sum(-2)
     gx = None
     if input_grad:  # perforated dendrites send no error into x
-        gx = _grad_input(spec, gy, w[:c], x) if spec.perforated or k == 0 else _grad_input(spec, gz, w, x)
+        gx = _grad_input(spec, gy, main_w, x) if spec.perforated or k == 0 else _grad_input(spec, gz, w, x)
     return gx, [*wb, *gts, *gus]
 
 
@@ -214,8 +237,8 @@ class _DendriticOp(torch.autograd.Function):
 def dendritic_forward(x: torch.Tensor, args: LayerArgs) -> torch.Tensor:
     """A dendritic (or plain) layer's forward as one autograd node, in the layer's own layout."""
     spec, params = args
-    if spec.kind == "conv1d":  # [B, C, L] <-> channels-last
-        return _DendriticOp.apply(x.transpose(1, 2), spec, *params).transpose(1, 2)
+    if spec.kind != "linear":  # [B, C, ...] <-> channels-last
+        return _DendriticOp.apply(x.movedim(1, -1), spec, *params).movedim(-1, 1)
     return _DendriticOp.apply(x, spec, *params)
 
 
@@ -228,42 +251,52 @@ def per_model(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *[1] * (x.dim() - 1))
 
 
-def block_forward(x: torch.Tensor, pool: bool, pad_right: int, p: float | torch.Tensor,
+def _half(axis: int, start: int) -> tuple:
+    """Index of every other step along a negative axis, from `start`."""
+    return (Ellipsis, slice(start, None, 2), *[slice(None)] * (-axis - 1))
+
+
+def block_forward(x: torch.Tensor, pads: tuple[int, ...] | None, p: float | torch.Tensor,
                   rand: Random | None = None) -> tuple[torch.Tensor, tuple]:
-    """dropout(maxpool_2(pad(relu(x)))) over the time axis (dim -2) of a [..., B, L, C] input, or
-    dropout(relu(x)) without pooling. ReLU commutes with max, so it runs on the pooled half; ReLU and dropout
-    become one multiplier. 'same' pooling pads odd lengths with a zero (pad_right), 'floor' pooling drops
-    the odd last step. `p` may be a tensor broadcasting over a leading model axis (one rate per model);
-    `rand` draws the dropout noise (default: the global generator)."""
-    length, pooled_in = x.shape[-2], None
-    if pool:
+    """dropout(maxpool_2(pad(relu(x)))) of a channels-last [..., B, L, C] or [..., B, H, W, C] input, or
+    dropout(relu(x)) without pooling (`pads` None). `pads` holds each spatial axis's right padding: 'same'
+    pooling pads odd sizes with a zero, 'floor' pooling drops the odd last step. A 2x2 max pool is two 2x
+    max pools, one per axis. ReLU commutes with max, so it runs on the pooled tensor; ReLU and dropout
+    become one multiplier. `p` may be a per-model tensor [M] (leading model axis); `rand` draws the
+    dropout noise (default: the global generator)."""
+    pools = []
+    for i, pad_right in enumerate(pads or ()):
+        axis = i - 1 - len(pads)  # L: -2; H: -3, then W: -2
+        length = x.shape[axis]
         if pad_right:
-            x = F.pad(x, (0, 0, 0, pad_right))
-        if x.shape[-2] % 2:
-            x = x[..., :-1, :]
-        pooled_in = x
-        x = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+            x = F.pad(x, (0, 0) * (-axis - 1) + (0, pad_right))
+        if x.shape[axis] % 2:
+            x = x.narrow(axis, 0, x.shape[axis] - 1)
+        pools.append((x, length, axis))
+        x = torch.maximum(x[_half(axis, 0)], x[_half(axis, 1)])
     keep = x > 0
     if isinstance(p, torch.Tensor):
         p = per_model(p, x)
     if isinstance(p, torch.Tensor) or p > 0:
         keep &= (torch.rand_like(x) if rand is None else rand(x.shape)) >= p
     mult = keep.to(x.dtype).mul_(1.0 / (1.0 - p))
-    return x * mult, (mult, pooled_in, length)
+    return x * mult, (mult, pools)
 
 
 def block_backward(g: torch.Tensor, saved: tuple) -> torch.Tensor:
-    mult, x, length = saved
+    mult, pools = saved
     g = g * mult
-    if x is None:
-        return g
-    second = x[..., 1::2, :] > x[..., 0::2, :]  # which of each pair was the max (ties: the first, as max_pool)
-    full = torch.empty(*g.shape[:-1], 2, g.shape[-1], dtype=g.dtype, device=g.device)
-    torch.mul(g, second, out=full[..., 1, :])
-    torch.sub(g, full[..., 1, :], out=full[..., 0, :])
-    g = full.flatten(-3, -2)
-    n = g.shape[-2]
-    return g[..., :length, :] if n >= length else F.pad(g, (0, 0, 0, length - n))
+    for x, length, axis in reversed(pools):
+        second = x[_half(axis, 1)] > x[_half(axis, 0)]  # which of each pair was the max (ties: the first)
+        shape = list(g.shape)
+        shape.insert(len(shape) + axis + 1, 2)
+        full = torch.empty(shape, dtype=g.dtype, device=g.device)  # [..., n, 2, ...]: both steps of a pair
+        torch.mul(g, second, out=full.select(axis, 1))
+        torch.sub(g, full.select(axis, 1), out=full.select(axis, 0))
+        g = full.flatten(axis - 1, axis)
+        n = g.shape[axis]
+        g = g.narrow(axis, 0, length) if n >= length else F.pad(g, (0, 0) * (-axis - 1) + (0, length - n))
+    return g
 
 
 # ---- a whole training pass without autograd --------------------------------------------------------------
@@ -290,8 +323,10 @@ class Tape:
     model's noise from its own generator, so each model sees exactly the numbers it would see alone."""
 
     def __init__(self, dropout: float | torch.Tensor, args: dict[int, LayerArgs],
-                 noise_std: float | torch.Tensor = 0.0, rand: Random | None = None, randn: Random | None = None):
-        self.dropout, self.noise_std = dropout, noise_std
+                 noise_std: float | torch.Tensor = 0.0, rand: Random | None = None, randn: Random | None = None,
+                 conv2d: bool = False):
+        self.dropout, self.noise_std, self.conv2d = dropout, noise_std, conv2d
+        self.lead = () if not isinstance(dropout, torch.Tensor) else (len(dropout),)  # the model axis, if any
         self.rand, self.randn = rand, randn
         self.args = args  # module_args of every layer the network will call, by id(module)
         self.backwards: list = []
@@ -303,9 +338,6 @@ class Tape:
         std = per_model(self.noise_std, x) if isinstance(self.noise_std, torch.Tensor) else self.noise_std
         return x + (torch.randn_like(x) if self.randn is None else self.randn(x.shape)) * std
 
-    @staticmethod
-    def conv_input(x: torch.Tensor) -> torch.Tensor:
-        return x  # EI's [..., B, frames, coeffs] is already channels-last
 
     def layer(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         spec, params = self.args[id(m)]
@@ -316,11 +348,11 @@ class Tape:
         as_module = None
         cand = getattr(m, "candidate", None)  # cc.Candidate
         if cand is not None:
-            conv = spec.kind == "conv1d"
-            as_module = (lambda t: t.view(y.shape).transpose(1, 2)) if conv else (lambda t: t)
+            conv = spec.kind != "linear"
+            as_module = (lambda t: t.view(y.shape).movedim(-1, 1)) if conv else (lambda t: t)
             v, cand_backward = candidate_forward(spec, saved, cand.module, cand.cascade)
             cand.out = as_module(v)
-            cand.out_backward = lambda gv: cand_backward(gv.transpose(1, 2).reshape(v.shape) if conv else gv)
+            cand.out_backward = lambda gv: cand_backward(gv.movedim(1, -1).reshape(v.shape) if conv else gv)
 
         def backward(g: torch.Tensor) -> torch.Tensor | None:
             if as_module is not None:
@@ -336,14 +368,21 @@ class Tape:
 
     def block(self, x: torch.Tensor, pool: nn.Module | None) -> torch.Tensor:
         """ReLU -> (2x max pool over time, padding as the Pool module) -> dropout."""
-        y, saved = block_forward(x, pool is not None, 0 if pool is None else pool.pad[1], self.dropout, self.rand)
+        pads = None if pool is None else tuple(pool.pad[1::2][::-1])  # Pool.pad lists the last axis first
+        y, saved = block_forward(x, pads, self.dropout, self.rand)
         self.backwards.append(lambda g: block_backward(g, saved))
         return y
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., B, L, C] -> the reference's channel-major [..., B, C*L] flatten."""
-        self.backwards.append(lambda g, shape=x.shape: g.view(*shape[:-2], shape[-1], shape[-2]).transpose(-1, -2))
-        return x.transpose(-1, -2).flatten(-2)
+        """[..., B, L, C] or [..., B, H, W, C] -> the reference's channel-major [..., B, C*L] / [..., B, C*H*W]."""
+        s = x.dim() - 1 - len(self.lead) - 1  # spatial axes
+        moved = x.movedim(-1, -1 - s)
+        self.backwards.append(lambda g, shape=moved.shape: g.view(shape).movedim(-1 - s, -1))
+        return moved.flatten(-1 - s)
+
+    def conv_input(self, x: torch.Tensor) -> torch.Tensor:
+        """EI's [..., B, frames, coeffs] is already channels-last for Conv1d; Conv2d gets one channel."""
+        return x.unsqueeze(-1) if self.conv2d else x
 
     def backward(self, g: torch.Tensor) -> None:
         for backward in reversed(self.backwards):

@@ -24,6 +24,7 @@ from .space import FORMATS
 from .study import SweepError
 
 DEFAULT_STUDY = "dendritic-sweep"
+BATCH = 8  # trials per batched network: bench/sweep_speed.py
 
 
 def log(msg: str) -> None:
@@ -117,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PRUNERS,
         default="median",
         help="stop trials whose validation curve is behind trials of their size (sweep/prune.py); none: off",
+    )
+    p.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=BATCH,
+        help="trials of one architecture each worker trains together as one batched network "
+        "(dendritic/lockstep.py); 1: one trial at a time",
     )
     p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a --workers child
     return p
@@ -223,6 +231,7 @@ def run(opts: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
         pruner=make_pruner(opts.pruner),
         storage=storage,
         study_name=opts.study_name,
+        batch=opts.batch,
     )
     if budget:
         runner.check_budget()

@@ -14,11 +14,12 @@ the front, not counted towards --trials (like a trial over the budget).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 
 import optuna
 from optuna.trial import TrialState
+
+from .study import quiet
 
 PRUNERS = ("median", "halving", "none")
 WARMUP_EPOCHS = 10  # no trial is judged before this epoch (its learning rate, augmentation settle first)
@@ -55,8 +56,7 @@ class Curve:
             pruner=pruner,
             load_if_exists=True,
         )
-        with warnings.catch_warnings():  # a curve trial needs no heartbeat: its sweep trial has one
-            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        with quiet():  # a curve trial needs no heartbeat: its sweep trial has one
             self.trial = self.study.ask()
         self.best = 0.0
         self.epoch = 0

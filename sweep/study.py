@@ -38,9 +38,12 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed/pruned trials get o
 
 @contextmanager
 def quiet():
-    """Heartbeats and retries are 'experimental' in Optuna 5 (since 2.8); their warnings are noise here."""
+    """Heartbeats and retries are 'experimental' in Optuna 5 (since 2.8), and `Study.ask` on a storage with
+    heartbeats warns that they are meant for `Study.optimize` (sweep/worker.py runs the heartbeat threads
+    itself, as optimize does): noise here."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         yield
 
 

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,7 +46,8 @@ class Runner:
     failed_in_a_row: int = 0
     pruned_in_a_row: int = 0
     last_error: str = ""
-    current: int | None = field(default=None, repr=False)  # number of the trial being run
+    batch: int = 1  # trials asked and trained together (one architecture): dendritic.trainer.fit_many
+    running: list = field(default_factory=list, repr=False)  # trials asked and not yet told
 
     def block_args(self, hp: space.HParams, max_dendrites: int | None = None):
         """The block's argparse Namespace for a point of the space, as train.py would parse it."""
@@ -82,32 +83,67 @@ class Runner:
             f"{', '.join(self.formats)}; the smallest base network has {smallest:,} params)"
         )
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        self.current = trial.number
+    def run_batch(self, study: optuna.Study, n: int) -> None:
+        """Ask up to n trials of one architecture (the first sampled, the rest sharing its architecture
+        knobs), train them side by side (dendritic.trainer.fit_many: one batched network while their
+        shapes agree), and tell the study each result. Heartbeats keep every trial alive until told."""
+        from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize uses
+
+        with ExitStack() as beats:
+
+            def ask() -> tuple[optuna.Trial, list[tuple]]:
+                with quiet():
+                    trial = study.ask()  # a queued trial (a retry, or one just enqueued) comes first
+                self.running.append(trial)
+                beats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+                return trial, self._prepare(trial)
+
+            first, ready = ask()
+            arch = {k: first.params[k] for k in space.ARCH_KNOBS if k in first.params}
+            for _ in range(n - 1):  # the same architecture; Optuna samples the other knobs as usual
+                study.enqueue_trial(arch, skip_if_exists=False)
+                ready += ask()[1]
+            for trial, hp, cfg, curve, result in self._train(ready):
+                self._tell(study, trial, hp, cfg, curve, result)
+
+    def _prepare(self, trial: optuna.Trial) -> list[tuple]:
+        """[(trial, hp, cfg, curve)] for a trial ready to train; [] when it was pruned on the size budget."""
         trial.set_user_attr("worker", WORKER)
         hp = space.suggest(trial, self.formats)
         trial.set_user_attr("hparams", hp)
         try:
-            result = self._run(trial, hp)
+            cfg, base_params = self._config(trial, hp)
+            curve = None
+            if self.pruner is not None:
+                curve = prune.Curve(self.storage, self.study_name, base_params, self.pruner)
         except optuna.TrialPruned as e:
-            self.pruned_in_a_row += 1
-            trial.set_user_attr("pruned", str(e))
-            self.log(f"trial {trial.number}: pruned ({e}) [{space.describe(hp)}]")
-            raise
-        except Exception as e:
-            self.failed_in_a_row += 1
-            self.last_error = first_line(e)
-            trial.set_user_attr("error", f"{type(e).__name__}: {self.last_error}")
-            self.log(
-                f"trial {trial.number}: FAILED {type(e).__name__}: {self.last_error} [{space.describe(hp)}]"
+            self._tell(trial.study, trial, hp, None, None, e)
+            return []
+        except Exception as e:  # noqa: BLE001 - a bad point of the space: this trial fails, the sweep goes on
+            self._tell(trial.study, trial, hp, None, None, e)
+            return []
+        return [(trial, hp, cfg, curve)]
+
+    def _train(self, ready: list[tuple]):
+        """Train the ready trials together; yields (trial, hp, cfg, curve, FitResult or exception)."""
+        from dendritic.trainer import fit_many
+
+        if not ready:
+            return
+        with ExitStack() as stack:
+            logs = [stack.enter_context(self._trial_log(t.number)) for t, *_ in ready]
+            results = fit_many(
+                [cfg for _, _, cfg, _ in ready],
+                self.data.splits(),
+                logs,
+                [prune.epoch_reporter(curve) for *_, curve in ready],
             )
-            raise
-        self.failed_in_a_row = self.pruned_in_a_row = 0
-        return result
+        for (trial, hp, cfg, curve), result in zip(ready, results):
+            yield trial, hp, cfg, curve, result
 
-    def _run(self, trial: optuna.Trial, hp: space.HParams) -> tuple[float, float]:
-        from dendritic.trainer import TimeLimitError, fit
-
+    def _config(self, trial: optuna.Trial, hp: space.HParams):
+        """The trial's RunConfig within the size budget, and its base network's params; TrialPruned when
+        the budget has no room for it."""
         args = self.block_args(hp)
         cfg = self.configs(args)
         size = plan(cfg, self.budget)
@@ -129,28 +165,46 @@ class Runner:
         trial.set_user_attr("bound_params", size.bound_params)
         trial.set_user_attr("flash_kb_bound", round(size.flash_kb, 2))
         trial.set_user_attr("argv", space.to_argv(hp, size.max_dendrites if dendritic else None))
+        return replace(cfg, train=replace(cfg.train, max_seconds=self._time_cap())), size.base_params
 
-        cfg = replace(cfg, train=replace(cfg.train, max_seconds=self._time_cap()))
-        d = self.data
-        curve = None
-        if self.pruner is not None:
-            curve = prune.Curve(self.storage, self.study_name, size.base_params, self.pruner)
-        with self._trial_log(trial.number) as fit_log:
-            try:
-                result = fit(cfg, d.splits(), fit_log, on_epoch=prune.epoch_reporter(curve))
-            except TimeLimitError as e:
-                if curve is not None:
-                    curve.close(TrialState.FAIL)
-                raise optuna.TrialPruned(f"too slow for the trial time cap: {first_line(e)}") from None
-            except optuna.TrialPruned:
+    def _tell(self, study, trial, hp, cfg, curve, result) -> None:
+        """Record one trial's outcome: complete (values), pruned (budget, time cap or its curve), failed."""
+        from dendritic.trainer import FitResult, TimeLimitError
+
+        label = space.describe(hp)
+        if isinstance(result, TimeLimitError):
+            result = optuna.TrialPruned(f"too slow for the trial time cap: {first_line(result)}")
+            if curve is not None:
+                curve.close(TrialState.FAIL)
+                curve = None
+        if isinstance(result, optuna.TrialPruned):
+            if curve is not None:  # stopped on its validation curve: it trained, so it counts as a trial
                 curve.close(TrialState.PRUNED)
-                trial.set_user_attr("stopped_epoch", curve.epoch)  # trained, then stopped: counts as a trial
+                trial.set_user_attr("stopped_epoch", curve.epoch)
                 trial.set_user_attr("val_accuracy_at_stop", curve.best)
-                raise
-            except BaseException:
-                if curve is not None:
-                    curve.close(TrialState.FAIL)
-                raise
+            else:
+                self.pruned_in_a_row += 1
+            trial.set_user_attr("pruned", str(result))
+            self.log(f"trial {trial.number}: pruned ({result}) [{label}]")
+            study.tell(trial, state=TrialState.PRUNED)
+        elif isinstance(result, FitResult):
+            values = self._record(trial, hp, result)
+            if curve is not None:
+                curve.close(TrialState.COMPLETE, values[0])
+            self.failed_in_a_row = self.pruned_in_a_row = 0
+            study.tell(trial, values)
+        else:
+            if curve is not None:
+                curve.close(TrialState.FAIL)
+            self.failed_in_a_row += 1
+            self.last_error = first_line(result)
+            trial.set_user_attr("error", f"{type(result).__name__}: {self.last_error}")
+            self.log(f"trial {trial.number}: FAILED {type(result).__name__}: {self.last_error} [{label}]")
+            study.tell(trial, state=TrialState.FAIL)
+        self.running = [t for t in self.running if t.number != trial.number]
+
+    def _record(self, trial: optuna.Trial, hp: space.HParams, result) -> tuple[float, float]:
+        d = self.data
         model = result.model.eval()
         params, dendrites = model.deployed_params(), model.num_dendrites
         val_acc = self._accuracy(model, d.x_val, d.y_val)
@@ -168,8 +222,6 @@ class Runner:
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        if curve is not None:
-            curve.close(TrialState.COMPLETE, val_acc)
         hold = f" holdout {hold_acc:.4f}" if hold_acc is not None else ""
         self.log(
             f"trial {trial.number}: val {val_acc:.4f}{hold}, {params:,} params ({dendrites} dendrites), "
@@ -206,14 +258,20 @@ class Runner:
             yield lambda line: print(line, file=f, flush=True)
 
 
-def requeue(study: optuna.Study, number: int | None) -> None:
-    """Re-queue an interrupted trial exactly like one whose worker died, so a resumed sweep re-runs it."""
-    if number is None:
-        return
-    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
-    if trial is not None and trial.state is TrialState.FAIL and "error" not in trial.user_attrs:
-        with quiet():
-            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+def requeue(study: optuna.Study, numbers: list[int]) -> None:
+    """Fail and re-queue interrupted trials exactly like those of a worker that died, so a resumed sweep
+    re-runs them."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for number in numbers:
+        trial = by_number.get(number)
+        if trial is None or "error" in trial.user_attrs:
+            continue
+        if trial.state is TrialState.RUNNING:
+            study.tell(number, state=TrialState.FAIL)
+            trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        if trial.state is TrialState.FAIL:
+            with quiet():
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
 def work(
@@ -243,9 +301,9 @@ def work(
         if not should_start():
             return count
         try:
-            study.optimize(runner, n_trials=1, catch=(Exception,))
+            runner.run_batch(study, min(runner.batch, max(1, target - count.counted - count.running)))
         except KeyboardInterrupt:
-            requeue(study, runner.current)
+            requeue(study, [t.number for t in runner.running])
             raise
         after_trial()
         if runner.failed_in_a_row >= MAX_FAILED_IN_A_ROW:

@@ -94,3 +94,13 @@ def test_a_failing_run_ends_alone(data: Splits) -> None:
     out = fit_many(runs, data, [quiet] * 2, [prune, None])
     assert isinstance(out[0], RuntimeError) and str(out[0]) == "pruned"
     assert_same(fit(runs[1], data, quiet), out[1])
+
+
+def test_stacked_conv2d_runs_equal_their_solo_runs(data: Splits) -> None:
+    # more models (3) than channels (2): a slice along the wrong axis would show
+    runs = [replace(r, net=replace(r.net, conv_type="conv2d", growth="uniform", width=2))
+            for r in (run("traditional", 1e-3, 0.1, 0.1, 1, epochs=3), run("gd", 3e-3, 0.0, 0.0, 2, epochs=3),
+                      run("cc", 2e-3, 0.2, 0.0, 3, epochs=3))]
+    together = fit_many(runs, data, [quiet] * 3)
+    for r, t in zip(runs, together):
+        assert_same(fit(r, data, quiet), t)

@@ -71,7 +71,7 @@ def test_relu_pool_block_matches_reference(pad_right, length):
     w = torch.randn(4, 3, (length + pad_right) // 2, dtype=torch.float64)
     ref = nn.functional.max_pool1d(nn.functional.pad(torch.relu(x), (0, pad_right)), 2)
     (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
-    out, saved = block_forward(x.detach().transpose(1, 2), True, pad_right, 0.0)
+    out, saved = block_forward(x.detach().transpose(1, 2), (pad_right,), 0.0)
     g_out = block_backward(w.transpose(1, 2), saved)
     torch.testing.assert_close(out.transpose(1, 2), ref.detach())
     torch.testing.assert_close(g_out.transpose(1, 2), g_ref)
@@ -80,7 +80,7 @@ def test_relu_pool_block_matches_reference(pad_right, length):
 def test_dropout_drops_and_rescales_consistently():
     torch.manual_seed(0)
     x = torch.rand(200, 50) + 0.1  # all positive: ReLU keeps everything
-    out, saved = block_forward(x, False, 0, 0.25)
+    out, saved = block_forward(x, None, 0.25)
     kept = out != 0
     assert abs(kept.float().mean().item() - 0.75) < 0.01
     torch.testing.assert_close(out[kept], x[kept] / 0.75)
@@ -108,6 +108,8 @@ def test_kwsnet_training_forward_matches_eval_without_noise_or_dropout():
     ({}, "relu", False),
     ({"conv_layers": 3, "pool": "floor", "linear_layers": 2}, "tanh", True),
     ({"conv_layers": 3, "pool": "same", "linear_layers": 3, "kernel_size": 5}, "sigmoid", False),
+    ({"conv_type": "conv2d", "conv_layers": 2, "pool": "same", "linear_layers": 2}, "tanh", True),
+    ({"conv_type": "conv2d", "conv_layers": 3, "pool": "floor", "kernel_size": 5}, "relu", False),
 ])
 def test_tape_step_matches_autograd(overrides, activation, perforated):
     """KWSNet.cross_entropy_step (no autograd) gives autograd's loss and gradients on the reference ops."""
@@ -140,9 +142,18 @@ def test_tape_step_matches_autograd(overrides, activation, perforated):
         torch.testing.assert_close(got[name], expected, msg=name)
 
 
-def test_tape_step_declines_conv2d():
-    net = KWSNet(preset("paper-baseline", 650, 3))
-    assert net.cross_entropy_step(torch.randn(2, 650), torch.tensor([0, 1])) is None
+@pytest.mark.parametrize("pad", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_2x2_pool_block_matches_max_pool2d(pad):
+    """Conv2d's block: two 2x pools (H, then W) equal max_pool2d after the same zero padding, both ways."""
+    h, w = 6 + pad[0], 5 + pad[1]
+    x = torch.randn(3, 2, h, w, dtype=torch.float64, requires_grad=True)
+    pads = (1 if h % 2 else 0, 1 if w % 2 else 0)  # 'same': pad odd sizes
+    ref = nn.functional.max_pool2d(nn.functional.pad(torch.relu(x), (0, pads[1], 0, pads[0])), 2)
+    weights = torch.randn_like(ref)
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), x)
+    out, saved = block_forward(x.detach().movedim(1, -1), pads, 0.0)
+    torch.testing.assert_close(out.movedim(-1, 1), ref.detach())
+    torch.testing.assert_close(block_backward(weights.movedim(1, -1), saved).movedim(-1, 1), g_ref)
 
 
 def test_tape_feeds_cc_candidates_like_the_autograd_path():

@@ -242,7 +242,7 @@ def test_formats_are_balanced_and_retries_counted_once() -> None:
     trial = study.ask()  # a trial interrupted mid-run: re-queued like a dead worker's trial
     space.suggest(trial, space.FORMATS)
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    requeue(study, trial.number)
+    requeue(study, [trial.number])
     count = tally(study.get_trials())
     assert (count.complete, count.retried, count.waiting, count.failed, count.counted) == (6, 1, 1, 0, 6)
     waiting = study.get_trials(states=[optuna.trial.TrialState.WAITING])[0]
