@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         from block.pipeline import run
 
         search = None
-        if args.search_trials > 0:  # the in-Studio architecture search (sweep/studio.py)
+        if args.search_trials:  # 0 = off; N or "auto": the in-Studio architecture search (sweep/studio.py)
             from sweep import best_args as search
         return run(args, search, log, started=started)
 

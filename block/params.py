@@ -69,12 +69,12 @@ def non_negative_float(text: str | float) -> float:
 
 
 def budget(text: str | int) -> str | int:
-    """--max-params: 'auto' or a non-negative parameter count (EI's UI field is a string)."""
+    """--max-params and --search-trials: 'auto' or a non-negative count (EI's UI field is a string)."""
     word = str(text).strip().lower()
     return "auto" if word == "auto" else non_negative_int(word)
 
 
-BY_PARAM: dict[str, Callable] = {"max-params": budget}  # parameters whose values need more than their EI type
+BY_PARAM: dict[str, Callable] = {"max-params": budget, "search-trials": budget}  # parameters whose values need more than their EI type
 CONVERTERS: dict[str, Callable] = {
     "int": non_negative_int,
     "float": non_negative_float,

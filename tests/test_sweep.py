@@ -7,6 +7,7 @@ in-process (one torch import for the module) except one real `python -m sweep` p
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -228,6 +229,32 @@ def test_studio_hook_searches_then_returns_best_args(data_dir: Path) -> None:
     data.info["maxTrainingTimeSeconds"] = 1
     with pytest.raises(SweepError, match="no trial finished"):
         best_args(args, data, lines.append)
+
+
+def test_studio_search_auto_runs_as_many_trials_as_fit(data_dir: Path) -> None:
+    """--search-trials auto: batches go on until the next would pass 3/4 of the limit, then stop."""
+    from dataclasses import replace
+
+    from block.data import load_ei_data
+    from block.params import parse_args
+    from sweep import best_args
+    from sweep.studio import SEARCH_SHARE
+
+    argv = ["--data-directory", str(data_dir), "--out-directory", "unused", "--search-trials", "auto"]
+    args = parse_args([*argv, "--epochs", "2", "--max-params", "20000"])  # (the pipeline resolves "auto")
+    data = load_ei_data(data_dir)
+    data = replace(data, info={**data.info, "maxTrainingTimeSeconds": 16})
+    lines: list[str] = []
+    t0 = time.monotonic()
+    chosen, data2 = best_args(args, data, lines.append)
+    spent = time.monotonic() - t0
+    trials = sum(line.startswith("trial ") and "params" in line for line in lines)
+    assert trials > 8  # more than one batch of 8
+    assert spent <= SEARCH_SHARE * 16 + 3  # the last batch may start just before the search's share ends
+    assert any("the next batch would not fit" in line for line in lines)
+    assert data2.max_training_seconds == pytest.approx(16 - spent, abs=1.0)
+    with pytest.raises(SweepError, match="needs a time limit"):
+        best_args(args, replace(data, info={}), lines.append)
 
 
 def test_formats_are_balanced_and_retries_counted_once() -> None:
