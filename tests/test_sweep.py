@@ -7,8 +7,8 @@ in-process (one torch import for the module) except one real `python -m sweep` p
 from __future__ import annotations
 
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import optuna
