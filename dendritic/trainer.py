@@ -393,6 +393,8 @@ def fit_many(runs: list[RunConfig], data: Splits, logs: list[Log],
     from .lockstep import Lockstep
 
     on_epochs = on_epochs or [None] * len(runs)
+    if any(run.train.distill_weight > 0 for run in runs):
+        raise ConfigError("distillation needs fit() with a teacher; fit_many trains without one")
     trainers = [_Run(run, data, log, None, on_epoch) for run, log, on_epoch in zip(runs, logs, on_epochs)]
     groups = Lockstep.form(trainers)
     for epoch in range(1, max(r.cfg.epochs for r in trainers) + 1):

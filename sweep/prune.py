@@ -40,7 +40,7 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner | None:
 
 
 def size_bucket(params: int) -> int:
-    """Half-octave size class: 1,000-1,414 params -> 20, 1,415-2,000 -> 21, ..."""
+    """Half-octave size class: 1,024-1,448 params -> 20, 1,449-2,047 -> 21, 2,048 -> 22, ..."""
     return math.floor(2 * math.log2(max(params, 1)))
 
 
