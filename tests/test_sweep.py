@@ -248,6 +248,7 @@ def test_studio_search_auto_runs_as_many_trials_as_fit(data_dir: Path) -> None:
     t0 = time.monotonic()
     chosen, data2 = best_args(args, data, lines.append)
     spent = time.monotonic() - t0
+    assert chosen.model_preset == "custom"  # a searched architecture, not the preset
     trials = sum(line.startswith("trial ") and "params" in line for line in lines)
     assert trials > 8  # more than one batch of 8
     assert spent <= SEARCH_SHARE * 16 + 3  # the last batch may start just before the search's share ends
