@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 
 from .study import quiet
 
-PRUNERS = ("median", "halving", "none")
+PRUNERS = ("halving", "median", "none")
+DEFAULT = "halving"  # the faster; bench/sweep_speed.py compares its front with an unpruned run
 WARMUP_EPOCHS = 10  # no trial is judged before this epoch (its learning rate, augmentation settle first)
 STARTUP_TRIALS = 4  # a bucket prunes nothing until this many of its trials have completed
 

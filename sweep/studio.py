@@ -41,6 +41,7 @@ def best_args(args: Namespace, data, log) -> tuple[Namespace, object]:
 
     from .budget import Budget
     from .cli import BATCH
+    from .prune import DEFAULT as DEFAULT_PRUNER
     from .prune import make_pruner
     from .report import pick_best, trial_rows
     from .space import FORMATS
@@ -56,7 +57,7 @@ def best_args(args: Namespace, data, log) -> tuple[Namespace, object]:
     target = AS_MANY_AS_FIT if args.search_trials == "auto" else args.search_trials
     if target == AS_MANY_AS_FIT and not limit:
         raise SweepError("--search-trials auto needs a time limit (maxTrainingTimeSeconds in the job's info file)")
-    runner = Runner(data, base, budget, FORMATS, deadline=deadline, log=log, pruner=make_pruner("median"),
+    runner = Runner(data, base, budget, FORMATS, deadline=deadline, log=log, pruner=make_pruner(DEFAULT_PRUNER),
                     storage=storage, study_name="search", batch=BATCH)
     if budget:
         runner.check_budget()
