@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from .trainer import _Epoch, _Run
 
 
+def _stack(ts: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack, as a view when there is one tensor (a lone run's stack of one costs no copies)."""
+    return ts[0].unsqueeze(0) if len(ts) == 1 else torch.stack(ts)
+
+
 def _layers(net: nn.Module) -> list[nn.Module]:
     return [*net.convs, *net.linears]
 
@@ -66,13 +71,15 @@ class Lockstep:
 
     @classmethod
     def form(cls, runs: Iterable[_Run]) -> list[Lockstep]:
-        """Stacks of two or more runs with the same signature; other runs train alone."""
+        """One stack per signature. A lone run gets a stack of one too: a run then takes the same kernels
+        (baddbmm, this Adam) alone as beside others, so its numbers do not depend on its company (over 100
+        epochs float-rounding differences grow into different models, so "to rounding" is not enough)."""
         by_sig: dict[tuple, list[_Run]] = {}
         for r in runs:
             sig = signature(r)
             if sig is not None:
                 by_sig.setdefault(sig, []).append(r)
-        return [cls(rs) for rs in by_sig.values() if len(rs) > 1]
+        return [cls(rs) for rs in by_sig.values()]
 
     def _attach(self) -> None:
         """Point every member's layer parameters at its row of the stacks; build the batched layer args."""
@@ -94,8 +101,8 @@ class Lockstep:
 
         def draws(fn, rates: torch.Tensor):
             gens = [r.rand if rate > 0 else None for r, rate in zip(self.members, rates.tolist())]
-            return lambda shape: torch.stack([torch.zeros(shape[1:], **kw) if g is None else
-                                              fn(shape[1:], generator=g, **kw) for g in gens])
+            return lambda shape: _stack([torch.zeros(shape[1:], **kw) if g is None else
+                                         fn(shape[1:], generator=g, **kw) for g in gens])
 
         self.rand, self.randn = draws(torch.rand, self.dropout), draws(torch.randn, self.noise)
 
@@ -129,7 +136,7 @@ class Lockstep:
         results: dict[int, tuple[list, list]] = {id(r): ([], []) for r in self.members}
         bs = eps[0].batch_size
         for i, _ in self.members[0].batches(eps[0]):
-            x = torch.stack([ep.x[i:i + bs] for ep in eps])
+            x = _stack([ep.x[i:i + bs] for ep in eps])
             targets = [tuple(None if t is None else t[i:i + bs] for t in ep.targets) for ep in eps]
             losses, logits = self._step(x, targets, [ep.loss_grad for ep in eps], lr_views)
             for r, loss, out in zip(self.members, losses, logits):
@@ -143,7 +150,7 @@ class Lockstep:
                             conv2d=self.members[0].run.net.conv_type == "conv2d")
             logits = self.net0._run(x, tape)
             pairs = [lg(z, t) for lg, z, t in zip(loss_grads, logits, targets)]
-            tape.backward(torch.stack([g for _, g in pairs]))
+            tape.backward(_stack([g for _, g in pairs]))
         self._adam(lr_views)
         return [loss for loss, _ in pairs], logits
 

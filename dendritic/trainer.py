@@ -374,28 +374,37 @@ def fit(run: RunConfig, data: Splits, log: Log = print, teacher: nn.Module | Non
     `teacher` (e.g. from `train_teacher`) turns on distillation with run.train's weight and temperature.
     `on_epoch` sees every epoch's record; it may raise to abandon the run (the sweep's pruning does)."""
     r = _Run(run, data, log, teacher, on_epoch)
-    for epoch in range(1, run.train.epochs + 1):
-        ep = r.begin_epoch()
-        r.end_epoch(epoch, ep, *r.train_alone(ep))
-        if r.finished:
-            break
+    _train([r])
     return r.result()
 
 
 def fit_many(runs: list[RunConfig], data: Splits, logs: list[Log],
              on_epochs: list[Callable[[EpochRecord], None] | None] | None = None) -> list[FitResult | BaseException]:
-    """Train several runs on the same data side by side; each gives what `fit` would give it alone (to
-    floating-point rounding). Runs of one network shape train their first neuron phase as ONE batched
-    network along a leading model axis (dendritic/lockstep.py): at batch 32 these nets are bound by per-op
-    dispatch, so M models cost little more than one. A run leaves its batch at its first restructure (a
-    dendrite phase, new dendrites, its early stop) and goes on alone. A run that raises (e.g. pruned by
-    its `on_epoch`) returns its exception; the others go on."""
-    from .lockstep import Lockstep
-
+    """Train several runs on the same data side by side; each gives exactly what `fit` gives it alone.
+    Runs of one network shape train their first neuron phase as ONE batched network along a leading model
+    axis (dendritic/lockstep.py): at batch 32 these nets are bound by per-op dispatch, so M models cost
+    little more than one. A run leaves its stack at its first restructure (a dendrite phase, new dendrites,
+    its early stop) and goes on alone. A run that raises (e.g. pruned by its `on_epoch`) returns its
+    exception; the others go on."""
     on_epochs = on_epochs or [None] * len(runs)
     if any(run.train.distill_weight > 0 for run in runs):
         raise ConfigError("distillation needs fit() with a teacher; fit_many trains without one")
     trainers = [_Run(run, data, log, None, on_epoch) for run, log, on_epoch in zip(runs, logs, on_epochs)]
+    _train(trainers, catch=True)
+    results: list[FitResult | BaseException] = []
+    for r in trainers:
+        try:
+            results.append(r.result())
+        except Exception as e:  # noqa: BLE001 - that run's failure, returned
+            results.append(e)
+    return results
+
+
+def _train(trainers: list[_Run], catch: bool = False) -> None:
+    """The epoch loop of `fit` (one run) and `fit_many`. Stackable runs (dendritic/lockstep.py) train in
+    stacks, even alone; the rest train alone. `catch`: a run's exception ends that run only."""
+    from .lockstep import Lockstep
+
     groups = Lockstep.form(trainers)
     for epoch in range(1, max(r.cfg.epochs for r in trainers) + 1):
         live = [r for r in trainers if not r.finished and epoch <= r.cfg.epochs]
@@ -413,18 +422,13 @@ def fit_many(runs: list[RunConfig], data: Splits, logs: list[Log],
                 with r.own_rng():
                     losses_outs = done.get(id(r)) or r.train_alone(eps[id(r)])
                     r.end_epoch(epoch, eps[id(r)], *losses_outs)
-            except Exception as e:  # noqa: BLE001 - this run's failure or pruning; the others go on
+            except Exception as e:
+                if not catch:
+                    raise
                 r.fail(e)
         for g in groups:
             g.release([r for r in g.members if r.finished or r.restructured])
         groups = [g for g in groups if g.members]
-    results: list[FitResult | BaseException] = []
-    for r in trainers:
-        try:
-            results.append(r.result())
-        except Exception as e:  # noqa: BLE001
-            results.append(e)
-    return results
 
 
 def cycles_from_history(history: list[EpochRecord]) -> list[dict]:

@@ -4,8 +4,9 @@
     train.py --search-trials N [--max-params P]                             (best_args, sweep/studio.py)
 
 Modules: space (what is searched and how it maps to block flags), budget (size bound before training),
-study (storage, sampler, retry bookkeeping), worker (trial objective, worker loop), report (trials.csv,
-pareto.png, frontier.md). The sweep only drives the block's own training code (block.configs.run_config + dendritic.trainer.fit).
+study (storage, sampler, retry bookkeeping), prune (stopping trials behind others of their size), worker
+(batches of same-architecture trials trained together, the worker loop), report (trials.csv, pareto.png,
+frontier.md). The sweep only drives the block's own training code (block.configs.run_config + dendritic.trainer.fit).
 """
 
 from __future__ import annotations

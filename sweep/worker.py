@@ -100,7 +100,9 @@ class Runner:
 
             first, ready = ask()
             arch = {k: first.params[k] for k in space.ARCH_KNOBS if k in first.params}
-            for _ in range(n - 1):  # the same architecture; Optuna samples the other knobs as usual
+            # n - 1 more of the same architecture (Optuna samples their other knobs as usual); none when
+            # the first is over the size budget: so would they be
+            for _ in range(n - 1 if ready else 0):
                 study.enqueue_trial(arch, skip_if_exists=False)
                 ready += ask()[1]
             for trial, hp, cfg, curve, result in self._train(ready):

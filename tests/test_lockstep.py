@@ -2,8 +2,8 @@
 
 `fit_many` stacks same-shaped runs into one batched network during their first neuron phase; a CC run
 leaves the stack at its dendrite phase and goes on alone. Each run's history and final weights must equal
-its solo `fit` at the same seed, to float rounding (a few epochs: longer runs drift apart chaotically once a
-rounding difference flips a max-pool tie, as two solo runs on two BLAS builds would).
+its solo `fit` at the same seed bit for bit: a solo run trains in a stack of one with the same kernels, and
+anything less drifts into a different model over 100 epochs (a rounding difference flips a max-pool tie).
 """
 from __future__ import annotations
 
@@ -40,13 +40,11 @@ def assert_same(alone, together) -> None:
     assert [h.action for h in alone.history] == [h.action for h in together.history]
     assert [h.dendrites for h in alone.history] == [h.dendrites for h in together.history]
     for a, b in zip(alone.history, together.history):
-        assert a.val_loss == pytest.approx(b.val_loss, abs=1e-5)
-        assert a.train_loss == pytest.approx(b.train_loss, abs=1e-5)
-        assert a.lr == b.lr
+        assert (a.val_loss, a.train_loss, a.val_acc, a.lr) == (b.val_loss, b.train_loss, b.val_acc, b.lr)
     sa, sb = alone.model.state_dict(), together.model.state_dict()
     assert sa.keys() == sb.keys()
     for key in sa:
-        torch.testing.assert_close(sa[key], sb[key], atol=1e-5, rtol=1e-4)
+        assert torch.equal(sa[key], sb[key]), key
 
 
 def quiet(line: str) -> None:
@@ -82,7 +80,8 @@ def test_only_same_shaped_neuron_phase_runs_are_stacked(data: Splits) -> None:
                                                                         conv_type="conv2d"))]
     trainers = [_Run(r, data, quiet, None, None) for r in runs]
     groups = lockstep.Lockstep.form(trainers)
-    assert [[trainers.index(m) for m in g.members] for g in groups] == [[0, 1]]  # gd starts without dendrites
+    # gd starts without dendrites, so it stacks with the traditional run; a lone shape gets a stack of one
+    assert [[trainers.index(m) for m in g.members] for g in groups] == [[0, 1], [2], [3]]
 
 
 def test_a_failing_run_ends_alone(data: Splits) -> None:

@@ -85,6 +85,21 @@ def test_sqlite_study_resumes_and_adds_up(data_dir: Path, tmp_path: Path, capsys
     assert "other settings" in one_error_line(capsys)
 
 
+def test_two_long_lived_workers_share_the_sqlite_study(data_dir: Path, tmp_path: Path) -> None:
+    """--workers 2: this process and one spawned worker each run several trials (no process per trial),
+    batches of 2 share an architecture, and the study ends with exactly its target."""
+    out = tmp_path / "out"
+    assert sweep(data_dir, out, 8, "--workers", "2", "--batch", "2", "--pruner", "none") == 0
+    trials = load(out)
+    assert len(trials) == 8 and all(t.state.name == "COMPLETE" for t in trials)
+    by_worker: dict[str, list[int]] = {}
+    for t in trials:
+        by_worker.setdefault(t.user_attrs["worker"], []).append(t.number)
+    assert len(by_worker) == 2 and all(len(numbers) >= 2 for numbers in by_worker.values())
+    arch = {n: tuple(t.params[k] for k in space.ARCH_KNOBS) for n, t in enumerate(trials)}
+    assert any(arch[a] == arch[a + 1] for a in range(0, 8, 2))  # a batch shares its architecture
+
+
 def test_budget_caps_dendrites_before_training() -> None:
     from block.configs import run_config as configs
     from block.params import parse_args
