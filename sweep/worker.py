@@ -132,10 +132,18 @@ class Runner:
 
         if not ready:
             return
+        try:
+            cap = self._time_cap(len(ready))
+        except optuna.TrialPruned as e:  # the deadline passed while the batch was being asked
+            for trial, hp, cfg, curve in ready:
+                if curve is not None:
+                    curve.close(TrialState.FAIL)
+                yield trial, hp, cfg, None, e
+            return
         with ExitStack() as stack:
             logs = [stack.enter_context(self._trial_log(t.number)) for t, *_ in ready]
             results = fit_many(
-                [cfg for _, _, cfg, _ in ready],
+                [replace(cfg, train=replace(cfg.train, max_seconds=cap)) for _, _, cfg, _ in ready],
                 self.data.splits(),
                 logs,
                 [prune.epoch_reporter(curve) for *_, curve in ready],
@@ -167,7 +175,8 @@ class Runner:
         trial.set_user_attr("bound_params", size.bound_params)
         trial.set_user_attr("flash_kb_bound", round(size.flash_kb, 2))
         trial.set_user_attr("argv", space.to_argv(hp, size.max_dendrites if dendritic else None))
-        return replace(cfg, train=replace(cfg.train, max_seconds=self._time_cap())), size.base_params
+        self._time_cap(1)  # no time left at all: pruned here, before its curve study is opened
+        return cfg, size.base_params
 
     def _tell(self, study, trial, hp, cfg, curve, result) -> None:
         """Record one trial's outcome: complete (values), pruned (budget, time cap or its curve), failed."""
@@ -231,8 +240,10 @@ class Runner:
         )
         return val_acc, float(params)
 
-    def _time_cap(self) -> float | None:
-        caps = [self.trial_seconds] if self.trial_seconds else []
+    def _time_cap(self, trials: int) -> float | None:
+        """Wall seconds a batch of `trials` may train: each trial's --trial-seconds (trials share the batch's
+        wall clock, so a stack of 8 gets 8x), and never past the Studio search's deadline."""
+        caps = [self.trial_seconds * trials] if self.trial_seconds else []
         if self.deadline is not None:
             caps.append(self.deadline - time.monotonic())
         if caps and min(caps) <= 1:

@@ -100,6 +100,21 @@ def test_two_long_lived_workers_share_the_sqlite_study(data_dir: Path, tmp_path:
     assert any(arch[a] == arch[a + 1] for a in range(0, 8, 2))  # a batch shares its architecture
 
 
+def test_a_batch_shares_its_trials_time_caps_and_never_passes_the_deadline() -> None:
+    import time as clock
+
+    from sweep.budget import Budget
+    from sweep.worker import Runner
+
+    runner = Runner(None, [], Budget(), space.FORMATS, trial_seconds=10.0)
+    assert runner._time_cap(1) == 10.0 and runner._time_cap(8) == 80.0  # 8 trials share one wall clock
+    runner.deadline = clock.monotonic() + 30
+    assert 28 < runner._time_cap(8) <= 30
+    runner.deadline = clock.monotonic()
+    with pytest.raises(optuna.TrialPruned, match="no time left"):
+        runner._time_cap(1)
+
+
 def test_budget_caps_dendrites_before_training() -> None:
     from block.configs import run_config as configs
     from block.params import parse_args
