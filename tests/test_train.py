@@ -25,7 +25,9 @@ def argv(out: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def cc_run(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("cc")
-    assert train.main(argv(out, "--model-format", "cc", "--seed", "3")) == 0
+    # seed 5 keeps one live dendrite (seed 3's ReLU dendrite is dead on the export's rows and is dropped there,
+    # which test_export_dead_dendrites covers)
+    assert train.main(argv(out, "--model-format", "cc", "--seed", "5")) == 0
     return out, json.loads((out / "metrics.json").read_text())
 
 
@@ -54,7 +56,7 @@ def test_dendritic_run_reports_the_same_net_without_dendrites(cc_run) -> None:
     _, m = cc_run
     dep = m["deployment"]
     assert dep["shipped"]["params"] == m["params"] and dep["shipped"]["arena_bytes"] == m["arena_bytes"]
-    assert m["dendrites"] == 1  # seed 3 keeps its dendrite (deterministic on CPU)
+    assert m["dendrites"] == 1  # seed 5 keeps its dendrite (deterministic on CPU)
     trad = dep["traditional"]
     assert trad["dendrites"] == 0 and trad["params"] == m["cycles"][0]["params"] < m["params"]
     assert trad["macs"] < m["macs"]
@@ -164,13 +166,13 @@ def test_short_limit_finishes_inside_it(tmp_path, capsys, monkeypatch) -> None:
     out = tmp_path / "out"
     rc = train.main(limited_argv(limited_data(tmp_path, maxTrainingTimeSeconds=limit), out,
                                  "--model-format", "cc", "--dendrite-activation", "tanh",
-                                 "--model-preset", "ei-default", "--max-params", "0"))  # demo, ei-default: 1 dendrite
+                                 "--model-preset", "ei-default", "--max-params", "0", "--seed", "5"))  # 2 dendrites
     log = capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     assert rc == 0 and m["total_seconds"] < limit
     assert any(ln.startswith("time budget: ") and "of the 120s compute limit" in ln for ln in log.splitlines())
     skipped = [ln for ln in log.splitlines() if ln.startswith("skipping the 0-dendrite comparison export")]
-    assert m["dendrites"] == 1 and len(skipped) == 1 and "traditional" not in m["deployment"]
+    assert m["dendrites"] >= 1 and len(skipped) == 1 and "traditional" not in m["deployment"]
     assert {p.name for p in out.iterdir()} == ARTIFACTS
 
 
