@@ -98,7 +98,7 @@ def test_two_long_lived_workers_share_the_sqlite_study(data_dir: Path, tmp_path:
         by_worker.setdefault(t.user_attrs["worker"], []).append(t.number)
     assert len(by_worker) == 2 and all(len(numbers) >= 2 for numbers in by_worker.values())
     arch = {n: tuple(t.params[k] for k in space.ARCH_KNOBS) for n, t in enumerate(trials)}
-    assert any(arch[a] == arch[a + 1] for a in range(0, len(trials) - 1))  # a batch shares its architecture
+    assert any(arch[a] == arch[a + 1] for a in range(len(trials) - 1))  # a batch shares its architecture
 
 
 def test_a_batch_shares_its_trials_time_caps_and_never_passes_the_deadline() -> None:
