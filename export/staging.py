@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dendritic.errors import commit_results
+from dendritic.errors import Terminated, commit_results, stop_requested
 
 MOVE_PAUSE_ENV = "DENDRITIC_TEST_MOVE_PAUSE_S"  # test hook: seconds to sleep after each moved file
 
@@ -41,6 +42,9 @@ def staged(out: Path, prefix: str = ".build-") -> Iterator[Path]:
     names: list[str] = []
     try:
         yield tmp
+        signum = stop_requested()
+        if signum is not None:  # a library swallowed the signal's exception (a bare `except:`): stop anyway
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         names = sorted(f.name for f in tmp.iterdir())  # every artifact exists and was verified
         pause = float(os.environ.get(MOVE_PAUSE_ENV, "0"))
         for name in names:

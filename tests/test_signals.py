@@ -142,3 +142,25 @@ def test_exit_code_turns_signals_into_one_err_line(capsys) -> None:
     assert exit_code(lambda: work(signal.SIGTERM, commit=True)) == 0
     assert capsys.readouterr().err == ""
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_a_signal_a_library_swallowed_still_stops_the_job_before_the_move(tmp_path: Path) -> None:
+    """Some libraries wrap calls in a bare `except:`; a SIGTERM landing there loses its exception. The
+    staged results must still not be moved in: the job stops with exit 143 and an empty out directory."""
+    from dendritic.errors import exit_code
+
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def work() -> int:
+        with staged(out) as tmp:
+            (tmp / "model.tflite").write_bytes(b"x")
+            try:  # what a library's bare except does to the signal's exception
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            except BaseException:  # noqa: BLE001, S110
+                pass
+        return 0
+
+    assert exit_code(work) == 143
+    assert list(out.iterdir()) == []
