@@ -168,8 +168,8 @@ class KWSNet(nn.Module):
         """One training pass for mean cross-entropy without autograd (ops.Tape: the same maths, ~1.7x
         faster at batch 32): sets every trainable parameter's .grad (no zero_grad needed) and returns
         (loss, logits), inference tensors. `loss_grad(logits, y) -> (loss, dL/dlogits)` swaps in another
-        loss with a closed-form gradient (soft targets, class weights, distillation: dendritic/losses.py). None when a layer has no fused op (Conv2d pooling, unusual conv
-        options): use autograd then. inference_mode, not no_grad: it skips version counters and view
+        loss with a closed-form gradient (soft targets, class weights, distillation: dendritic/losses.py).
+        None when a layer has no fused op (unusual conv options): use autograd then. inference_mode, not no_grad: it skips version counters and view
         tracking, another -8 % per step here. `rand` draws the dropout and input noise (default: the global
         generator); dendritic/lockstep.py gives each model its own, so a batch of models draws like each alone."""
         if not self.training:
@@ -212,7 +212,7 @@ def random_sources(gen: torch.Generator | None, like: torch.Tensor) -> tuple[ops
 
 class _Modules:
     """Runs KWSNet's layers as ordinary modules and ops: eval, export, any autograd loop (losses other than
-    cross-entropy, Conv2d nets)."""
+    cross-entropy, layers the fused ops do not cover)."""
 
     def __init__(self, drop: nn.Module, conv_type: ConvType, noise_std: float = 0.0):
         self.drop = drop

@@ -4,8 +4,8 @@ Why (issue 8, bench/profile_notes.md): at batch 32 these nets are bound by per-o
 bookkeeping, not FLOPs. A dendritic Conv1d/Linear with k dendrites is 1 + k layer calls plus ~5k small ops
 and as many backward nodes; here it is ONE matmul over the stacked weights [W_M; W_D0; ...] (the same
 stacking the export's fold does) with a hand-written backward. Everything works channels-last: a Conv1d
-input is [B, L, C] (Edge Impulse's own frame-major order) and its im2col matrix is [B*L, C*k], so every
-layer is `rows @ W.T` and the dendrite maths below is written once for [rows, channels]. ReLU -> max pool
+input is [B, L, C] (Edge Impulse's own frame-major order) and its im2col matrix is [B*L, C*k] (Conv2d:
+[B, H, W, C] and [B*H*W, C*k*k]), so every layer is `rows @ W.T` and the dendrite maths below is written once for [rows, channels]. ReLU -> max pool
 -> dropout is one op too. `Tape` runs a whole training pass through these without the autograd engine;
 `dendritic_forward` wraps the layer op as an autograd Function for ordinary PyTorch loops; CC candidates
 run beside it through `candidate_forward`. Eval, export and folding (and candidates in an ordinary autograd
@@ -242,7 +242,7 @@ def dendritic_forward(x: torch.Tensor, args: LayerArgs) -> torch.Tensor:
     return _DendriticOp.apply(x, spec, *params)
 
 
-# ---- ReLU -> 2x max pool over time -> dropout, channels-last -------------------------------------------
+# ---- ReLU -> 2x (or 2x2) max pool -> dropout, channels-last ------------------------------------------
 Random = Callable[[torch.Size], torch.Tensor]  # shape -> uniform [0, 1) draws (the Tape's generator)
 
 
@@ -333,7 +333,6 @@ class Tape:
                  noise_std: float | torch.Tensor = 0.0, rand: Random | None = None, randn: Random | None = None,
                  conv2d: bool = False):
         self.dropout, self.noise_std, self.conv2d = dropout, noise_std, conv2d
-        self.lead = () if not isinstance(dropout, torch.Tensor) else (len(dropout),)  # the model axis, if any
         self.rand, self.randn = rand, randn
         self.args = args  # module_args of every layer the network will call, by id(module)
         self.backwards: list = []
@@ -344,7 +343,6 @@ class Tape:
             return x
         std = per_model(self.noise_std, x) if isinstance(self.noise_std, torch.Tensor) else self.noise_std
         return x + (torch.randn_like(x) if self.randn is None else self.randn(x.shape)) * std
-
 
     def layer(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         spec, params = self.args[id(m)]
@@ -374,7 +372,7 @@ class Tape:
         return y
 
     def block(self, x: torch.Tensor, pool: nn.Module | None) -> torch.Tensor:
-        """ReLU -> (2x max pool over time, padding as the Pool module) -> dropout."""
+        """ReLU -> (2x max pool over time, or 2x2 for Conv2d; padding as the Pool module) -> dropout."""
         pads = None if pool is None else tuple(pool.pad[1::2][::-1])  # Pool.pad lists the last axis first
         y, saved = block_forward(x, pads, self.dropout, self.rand)
         self.backwards.append(lambda g: block_backward(g, saved))
@@ -382,7 +380,7 @@ class Tape:
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
         """[..., B, L, C] or [..., B, H, W, C] -> the reference's channel-major [..., B, C*L] / [..., B, C*H*W]."""
-        s = x.dim() - 1 - len(self.lead) - 1  # spatial axes
+        s = 2 if self.conv2d else 1  # spatial axes
         moved = x.movedim(-1, -1 - s)
         self.backwards.append(lambda g, shape=moved.shape: g.view(shape).movedim(-1 - s, -1))
         return moved.flatten(-1 - s)
