@@ -38,6 +38,11 @@ def _layers(net: nn.Module) -> list[nn.Module]:
     return [*net.convs, *net.linears]
 
 
+def _layer_params(net: nn.Module) -> list[torch.Tensor]:
+    """The fused ops' parameters of every layer, in the order the stacks hold them."""
+    return [p for m in _layers(net) for p in ops.module_args(m)[1]]
+
+
 def signature(r: _Run) -> tuple | None:
     """What must match for runs to share a stack (None: this run cannot be stacked)."""
     model, cfg = r.model, r.run
@@ -62,7 +67,7 @@ class Lockstep:
     def __init__(self, members: list[_Run]):
         self.members = members
         self.net0 = members[0].model.net
-        per_model = [[p for m in _layers(r.model.net) for p in ops.module_args(m)[1]] for r in members]
+        per_model = [_layer_params(r.model.net) for r in members]
         self.params = [nn.Parameter(torch.stack([pm[j].detach() for pm in per_model]))
                        for j in range(len(per_model[0]))]
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
@@ -85,8 +90,7 @@ class Lockstep:
     def _attach(self) -> None:
         """Point every member's layer parameters at its row of the stacks; build the batched layer args."""
         for i, r in enumerate(self.members):
-            ps = [p for m in _layers(r.model.net) for p in ops.module_args(m)[1]]
-            for p, stack in zip(ps, self.params):
+            for p, stack in zip(_layer_params(r.model.net), self.params):
                 p.data = stack.data[i]
         self.args, j = {}, 0
         for m in _layers(self.net0):
@@ -114,9 +118,8 @@ class Lockstep:
             return
         gone = {id(r) for r in leaving}
         for r in leaving:
-            for m in _layers(r.model.net):
-                for p in ops.module_args(m)[1]:
-                    p.data = p.data.clone()
+            for p in _layer_params(r.model.net):
+                p.data = p.data.clone()
         keep = [i for i, r in enumerate(self.members) if id(r) not in gone]
         self.members = [self.members[i] for i in keep]
         if not keep:
