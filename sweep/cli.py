@@ -4,7 +4,8 @@ paper's KWS sweep space, resumable and shareable between machines through an Opt
     python -m sweep --data-directory D --out-directory O --trials N [--storage URL] [--study-name S]
         [--max-params P | --max-flash-kb K] [--seed S] [--holdout-directory H] [--export-best]
         [--epochs E] [--formats traditional,gd,cc] [--sampler tpe|random] [--heartbeat S]
-        [--trial-seconds T] [--workers W] [--pruner median|halving|none] [-- BLOCK FLAGS, e.g. --batch-size 64]
+        [--trial-seconds T] [--workers W] [--batch B] [--pruner halving|median|none]
+        [-- BLOCK FLAGS, e.g. --batch-size 64]
 
 --trials is the study's target: the run (or all workers together) stops when N trials are complete or
 failed; re-running the same command continues a study and adds nothing once it has N. Every bad input ends
@@ -168,8 +169,9 @@ def check_block_flags(argv: list[str]):
     return args
 
 
-def _worker_main(argv: list[str]) -> None:
-    """A --workers child: the same command, one worker, no reports; SIGTERM re-queues its trial."""
+def terminate_on_sigterm() -> None:
+    """SIGTERM (kill, a scheduler, the parent worker) ends a worker like Ctrl-C: it raises Terminated (a
+    KeyboardInterrupt), so the running trials are re-queued."""
     import signal
 
     from dendritic.errors import Terminated
@@ -178,6 +180,11 @@ def _worker_main(argv: list[str]) -> None:
         raise Terminated
 
     signal.signal(signal.SIGTERM, interrupt)
+
+
+def _worker_main(argv: list[str]) -> None:
+    """A --workers child: the same command, one worker, no reports."""
+    terminate_on_sigterm()
     sys.exit(main([*argv, "--workers", "1", "--worker-only"]))
 
 

@@ -7,8 +7,9 @@ validation accuracy there after each epoch and asks that study's pruner whether 
 
 A small model that is worse than the median of all trials may still be on the Pareto front, so the curves
 are kept per size bucket (half an octave of deployed params at the start of training): a trial is only
-compared with trials of about its own size. A trial pruned this way is an Optuna PRUNED trial: not on
-the front, not counted towards --trials (like a trial over the budget).
+compared with trials of about its own size. A trial stopped this way is an Optuna PRUNED trial with a
+`stopped_epoch` attribute: never on the front, but counted towards --trials, since it trained (a trial
+pruned over the size budget is not).
 """
 
 from __future__ import annotations

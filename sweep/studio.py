@@ -4,8 +4,9 @@ Studio gives one job and one compute limit (maxTrainingTimeSeconds), so the sear
 the job, in this process, the sweep's fast way (trials of one architecture batched into one network, hopeless
 trials pruned on their validation curves): it may use SEARCH_SHARE of the limit, stops launching a batch
 when the next one would not fit, and leaves the rest to the final training and export of the chosen
-configuration, which train.py then does as usual. `--search-trials auto` runs as many trials as fit. Trials use the user's block arguments (epochs, batch size, seed, ...) with the searched values on
-top, so the final training repeats the best trial and ends with the model (and size) the search saw.
+configuration, which train.py then does as usual. `--search-trials auto` runs as many trials as fit.
+Trials use the user's block arguments (epochs, batch size, seed, ...) with the searched values on top, so
+the final training repeats the best trial and ends with the model (and size) the search saw.
 """
 
 from __future__ import annotations

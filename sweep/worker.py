@@ -274,15 +274,11 @@ class Runner:
 def requeue(study: optuna.Study, numbers: list[int]) -> None:
     """Fail and re-queue interrupted trials exactly like those of a worker that died, so a resumed sweep
     re-runs them."""
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    for number in numbers:
-        trial = by_number.get(number)
-        if trial is None or "error" in trial.user_attrs:
-            continue
-        if trial.state is TrialState.RUNNING:
-            study.tell(number, state=TrialState.FAIL)
-            trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-        if trial.state is TrialState.FAIL:
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number in numbers:
+            study.tell(trial.number, state=TrialState.FAIL)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if trial.number in numbers and "error" not in trial.user_attrs:
             with quiet():
                 optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
