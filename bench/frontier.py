@@ -39,6 +39,16 @@ GRID = {  # family -> {name: block flags}; every one is sized to the budget with
         "cc, conv scope, k<=1, 3 conv uniform": ["--model-format", "cc", "--perforate", "conv", "--max-dendrites",
                                                  "1", "--model-preset", "custom", "--conv-layers", "3",
                                                  "--width-growth", "uniform"],
+        # Cascade-Correlation's candidate pool: 4 candidates per neuron, each neuron installs its best
+        "cc, conv scope, k<=1, 3 conv uniform, pool 4": ["--model-format", "cc", "--perforate", "conv",
+                                                         "--max-dendrites", "1", "--model-preset", "custom",
+                                                         "--conv-layers", "3", "--width-growth", "uniform",
+                                                         "--candidate-pool", "4"],
+        # selective installation: dendrites only on neurons whose candidate beats 2x its noise level
+        "cc, conv scope, k<=2, 3 conv uniform, selective 2x": ["--model-format", "cc", "--perforate", "conv",
+                                                               "--max-dendrites", "2", "--model-preset", "custom",
+                                                               "--conv-layers", "3", "--width-growth", "uniform",
+                                                               "--install-noise-ratio", "2"],
         # linear dendrites fold into the neurons: training-time capacity at zero deployed params
         "cc linear, all layers, k<=2, 3 conv uniform": ["--model-format", "cc", "--dendrite-activation", "linear",
                                                         "--perforate", "all", "--max-dendrites", "2",

@@ -14,9 +14,24 @@ growing without bound, and Adam's step sizes behave the same for every layer.
 State per layer lives in one `Candidate` on `layer.candidate`: running correlation (EMA), the per-channel best score, and a
 per-channel best snapshot of the candidate's weights and cascade weights V (channels are independent rows,
 so each neuron keeps the candidate from its own best moment).
+
+A *candidate pool* (as in Cascade-Correlation, which trains several candidates and installs the best) is
+P candidates per neuron, trained side by side as one module of P x C channels: channel p*C + c is candidate
+p of neuron c and correlates with e_c. Installation keeps, per neuron, the pool member with the best score.
+Training cost grows with P; the installed dendrite, and so the deployed model, is the same size for any P.
+
+*Selective installation*: a neuron only gets its dendrite when the candidate's correlation is clearly above
+noise. The noise level is measured, not assumed: every batch the same candidate output is also correlated
+with the neuron error shuffled across the batch's clips (which keeps each clip's own time structure), and
+kept as the best epoch |rho| exactly like the real score. A neuron passes when its score >= ratio x its
+noise (and it has a score at all: a dead neuron's error is 0). Channels that do not pass are installed as
+exact zeros (weights, bias, cascade weights, T); with tanh/relu they stay exactly zero in training (every
+gradient they see is 0), contribute exactly 0, and export/fold.py leaves them out of the deployed model.
+A later dendrite only goes to neurons that got the earlier ones, so the installed channels are nested.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,13 +50,15 @@ class Candidate:
     per-batch hand-over between the forward pass and `candidate_backward`. Lives on `layer.candidate`;
     created by `begin_candidates` and cleared by `install_candidates` / `drop_candidates` only."""
 
-    module: nn.Module  # same-shaped copy of the layer (the candidate dendrite's weights)
-    cascade: nn.Parameter  # V, shape [k, C]: weights from the installed dendrites' activations
+    module: nn.Module  # copy of the layer with pool x C outputs (the candidate dendrites' weights)
+    cascade: nn.Parameter  # V, shape [k, pool*C]: weights from the installed dendrites' activations
     running: torch.Tensor  # EMA of per-neuron correlation rho_c (signed)
     epoch_sum: torch.Tensor  # sum of batch rho_c this epoch, for the epoch score
     best_score: torch.Tensor  # best |epoch-mean rho_c| so far
     best_params: list[torch.Tensor]  # per-channel snapshot of candidate parameters (row c = neuron c)
     best_cascade: torch.Tensor  # per-channel snapshot of V, shape [k, C]
+    null_sum: torch.Tensor | None = None  # the same with the error shuffled across clips (noise level)
+    null_best: torch.Tensor | None = None  # best |epoch-mean null rho| so far
     batches: int = 0
     best_mean: float = 0.0  # best mean |epoch rho| over the layer's channels (drives the phase's patience)
     # Per batch: the candidate's output v, the neuron error dL/dy (same layout), and, when ops.Tape ran the
@@ -49,20 +66,23 @@ class Candidate:
     out: torch.Tensor | None = None
     error: torch.Tensor | None = None
     out_backward: Callable[[torch.Tensor], None] | None = None
+    pool: int = 1  # candidates per neuron
 
     def parameters(self) -> list[nn.Parameter]:
         return [*self.module.parameters(), self.cascade]
 
 
-def begin_candidates(layer: DendriticLayer) -> list[nn.Parameter]:
-    """Attach a fresh random candidate (and zero cascade weights V) to `layer`; return its parameters."""
-    c, k, dev = layer.num_neurons, layer.num_dendrites, layer.main.weight.device
-    module = layer.fresh_copy()
+def begin_candidates(layer: DendriticLayer, pool: int = 1) -> list[nn.Parameter]:
+    """Attach `pool` fresh random candidates per neuron (and zero cascade weights V) to `layer`; return
+    their parameters."""
+    c, k, dev = pool * layer.num_neurons, layer.num_dendrites, layer.main.weight.device
+    module = layer.fresh_copy(pool)
     cascade = nn.Parameter(torch.zeros(k, c, device=dev, dtype=layer.main.weight.dtype))
     layer.candidate = Candidate(
         module, cascade, running=torch.zeros(c, device=dev), epoch_sum=torch.zeros(c, device=dev),
         best_score=torch.full((c,), -1.0, device=dev),
-        best_params=[p.detach().clone() for p in module.parameters()], best_cascade=cascade.detach().clone())
+        best_params=[p.detach().clone() for p in module.parameters()], best_cascade=cascade.detach().clone(),
+        pool=pool, null_sum=torch.zeros(c, device=dev), null_best=torch.zeros(c, device=dev))
     return layer.candidate.parameters()
 
 
@@ -108,7 +128,10 @@ def candidate_backward(layers: list[DendriticLayer]) -> None:
     outs, grads = [], []
     for layer in layers:
         st = layer.candidate
-        rho, drho = correlation_and_grad(st.out.detach(), st.error)
+        e = st.error if st.pool == 1 else st.error.repeat(1, st.pool, *[1] * (st.error.dim() - 2))
+        rho, drho = correlation_and_grad(st.out.detach(), e)
+        perm = torch.randperm(e.shape[0], device=e.device)  # the noise level: same output, shuffled clips
+        st.null_sum += neuron_correlation(st.out.detach(), e[perm])
         st.running = rho if st.batches == 0 else EMA_DECAY * st.running + (1 - EMA_DECAY) * rho
         st.epoch_sum += rho
         st.batches += 1
@@ -138,7 +161,10 @@ def end_candidate_epoch(layers: list[DendriticLayer], rel_gain: float = 0.02) ->
                 best[better] = p.detach()[better]
             st.best_cascade[:, better] = st.cascade.detach()[:, better]
             st.best_score = torch.where(better, score, st.best_score)
-        mean = float(score.mean())  # one host sync per layer per epoch
+            torch.maximum(st.null_best, (st.null_sum / st.batches).abs(), out=st.null_best)
+            st.null_sum.zero_()
+        # one host sync per layer per epoch; a pool counts each neuron's best member
+        mean = float(st.best_score.view(st.pool, -1).amax(0).mean() if st.pool > 1 else score.mean())
         if mean > st.best_mean * (1 + rel_gain) + 1e-6:
             st.best_mean, improved = mean, True
         st.epoch_sum.zero_()
@@ -146,15 +172,38 @@ def end_candidate_epoch(layers: list[DendriticLayer], rel_gain: float = 0.02) ->
     return improved
 
 
-def install_candidates(layers: list[DendriticLayer]) -> None:
-    """Install each layer's per-channel best candidate as a new dendrite with a zero output weight."""
+def selected_channels(layer: DendriticLayer, noise_ratio: float) -> torch.Tensor:
+    """Bool [C]: the neurons whose (best pool member's) candidate scores >= noise_ratio x its noise level,
+    and that carry every earlier dendrite (installed channels stay nested). noise_ratio 0: every neuron."""
+    st, c = layer.candidate, layer.num_neurons
+    keep = torch.ones(c, dtype=torch.bool, device=st.best_score.device)
+    if noise_ratio > 0 and layer.activation != "linear":  # (linear dendrites deploy at zero params anyway)
+        score, null = st.best_score.view(st.pool, c), st.null_best.view(st.pool, c)
+        best = score.argmax(0, keepdim=True)
+        score, null = score.gather(0, best)[0], null.gather(0, best)[0]
+        keep = (score > 0) & (score >= noise_ratio * null)
+    if layer.num_dendrites:
+        keep &= layer.installed_channels()[-1]
+    return keep
+
+
+def install_candidates(layers: list[DendriticLayer], noise_ratio: float = 0.0) -> None:
+    """Install each layer's per-channel best candidate (with a pool: each neuron's best-scoring member) as a
+    new dendrite with a zero output weight; with noise_ratio > 0 only on `selected_channels`, the other
+    channels installed as exact zeros."""
     for layer in layers:
         st = layer.candidate
+        keep = selected_channels(layer, noise_ratio)
+        module, rows = st.module, slice(None)
+        if st.pool > 1:
+            c = layer.num_neurons
+            rows = st.best_score.view(st.pool, c).argmax(0) * c + torch.arange(c, device=st.best_score.device)
+            module = copy.deepcopy(layer.main)
         with torch.no_grad():
-            for p, best in zip(st.module.parameters(), st.best_params):
-                p.copy_(best)
+            for p, best in zip(module.parameters(), st.best_params):
+                p.copy_(best[rows] * keep.view(-1, *[1] * (best.dim() - 1)))
         layer.candidate = None
-        layer.add_dendrite(st.module, st.best_cascade)
+        layer.add_dendrite(module, st.best_cascade[:, rows] * keep)
 
 
 def drop_candidates(layers: list[DendriticLayer]) -> None:

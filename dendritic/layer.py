@@ -78,13 +78,16 @@ class DendriticLayer(nn.Module):
         """View a per-neuron vector [C] so it broadcasts over this layer's output [B, C, ...]."""
         return v.view(1, -1, *([1] * (self.main.weight.dim() - 2)))
 
-    def fresh_copy(self) -> nn.Module:
-        """A same-shaped copy of the neuron layer with every parameter redrawn as randn * init_mult."""
+    def fresh_copy(self, pool: int = 1) -> nn.Module:
+        """A copy of the neuron layer with every parameter redrawn as randn * init_mult; `pool` > 1 gives it
+        pool x C output channels (a CC candidate pool: channel p*C + c is candidate p of neuron c)."""
         d = copy.deepcopy(self.main)
         with torch.no_grad():
-            for p in d.parameters():
-                p.copy_(torch.randn_like(p) * self.init_mult)
-                p.requires_grad_(True)
+            for name, p in list(d.named_parameters()):
+                setattr(d, name, nn.Parameter(torch.randn(pool * p.shape[0], *p.shape[1:], dtype=p.dtype,
+                                                          device=p.device) * self.init_mult))
+        if pool > 1:
+            setattr(d, "out_features" if isinstance(d, nn.Linear) else "out_channels", pool * self.num_neurons)
         return d
 
     def add_dendrite(self, module: nn.Module | None = None, cascade: torch.Tensor | None = None) -> None:
@@ -104,6 +107,29 @@ class DendriticLayer(nn.Module):
         del self.dendrites[len(self.dendrites) - 1]
         self.cascade = nn.ParameterList(list(self.cascade)[:-1])  # ParameterList has no __delitem__
         self.out_weights = nn.ParameterList(list(self.out_weights)[:-1])
+
+    def installed_channels(self) -> list[torch.Tensor]:
+        """Bool [C] per dendrite: the neurons it is installed on. A channel whose weights, bias, cascade
+        weights and T are all exactly zero computes f(0) = 0 and adds nothing (selective installation leaves
+        such channels; cc.py); export/fold.py deploys only the installed ones. A sigmoid (f(0) != 0) or
+        linear dendrite counts every channel."""
+        c = self.num_neurons
+        if self.activation not in ("tanh", "relu"):
+            return [torch.ones(c, dtype=torch.bool, device=self.main.weight.device)] * self.num_dendrites
+        masks = [(d.weight.detach().reshape(c, -1) != 0).any(1) | (d.bias.detach() != 0) | (t.detach() != 0)
+                 | (u.detach() != 0).any(0) for d, t, u in zip(self.dendrites, self.out_weights, self.cascade)]
+        for j in reversed(range(len(masks) - 1)):  # nested: a neuron with dendrite j+1 keeps dendrite j
+            masks[j] = masks[j] | masks[j + 1]
+        return masks
+
+    def channel_order(self) -> torch.Tensor | None:
+        """The neuron order that makes every dendrite's installed channels a prefix (neurons with more
+        dendrites first, stable), or None when the natural order already does (e.g. all neurons have all)."""
+        if not self.num_dendrites:
+            return None
+        count = torch.stack(self.installed_channels()).sum(0)
+        order = torch.sort(count, descending=True, stable=True).indices
+        return None if bool((order == torch.arange(len(order), device=order.device)).all()) else order
 
     def dendrite_parameters(self) -> list[nn.Parameter]:
         """Installed dendrite copies and their cascade weights (not T, which always trains with neurons)."""
@@ -152,8 +178,8 @@ class DendriticLayer(nn.Module):
         """Candidate forward on gradient-killed inputs; stash its output and hook y for the neuron error."""
         cand = self.candidate
         q = cand.module(x.detach())
-        for i, a in enumerate(acts):
-            q = q + self.per_neuron(cand.cascade[i]) * a.detach()
+        for i, a in enumerate(acts):  # (a pool of P candidates per neuron reads its neuron's a_i P times)
+            q = q + self.per_neuron(cand.cascade[i]) * a.detach().repeat(1, cand.pool, *[1] * (a.dim() - 2))
         cand.out = f(q)
         cand.out_backward = None  # autograd carries this output's gradient (not a Tape's)
         if not y.requires_grad:  # neurons frozen and nothing upstream trains: make y a leaf to get dL/dy
@@ -172,13 +198,19 @@ class DendriticLayer(nn.Module):
 def deployed_params(layer: DendriticLayer, dendrites: int | None = None) -> int:
     """Deployment parameter count of one wrapped layer (pb-algorithm §6.2): copies + T + U.
 
-    P(k) = (k+1)*P_M + k*C + C*k(k-1)/2; candidates are training scaffolding and are not counted.
-    `dendrites` gives the count for another k (default: the installed one). Linear dendrites fold into the
-    neuron's own weights (export/fold.py), so they deploy at P_M whatever k.
+    P(k) = (k+1)*P_M + k*C + C*k(k-1)/2 when every neuron has its k dendrites; candidates are training
+    scaffolding and are not counted. `dendrites` gives the count for k dendrites on every neuron (default:
+    the installed model, counted from `installed_channels`). With selective installation dendrite j is deployed on n_j nested
+    channels: n_j * (P_M/C + 1 + j), plus C channel-order indices (int32) to put the neurons back in order.
+    Linear dendrites fold into the neuron's own weights (export/fold.py), so they deploy at P_M whatever k.
     """
-    k = layer.num_dendrites if dendrites is None else dendrites
     c = layer.num_neurons
     p_main = sum(p.numel() for p in layer.main.parameters())
     if layer.activation == "linear":
         return p_main
-    return (k + 1) * p_main + k * c + c * k * (k - 1) // 2
+    if dendrites is not None:  # a bound for k dendrites on every neuron (block/sizing.py's)
+        k = dendrites
+        return (k + 1) * p_main + k * c + c * k * (k - 1) // 2
+    widths = [int(m.sum()) for m in layer.installed_channels()]
+    order = 0 if layer.channel_order() is None else c
+    return p_main + sum(n * (p_main // c + 1 + j) for j, n in enumerate(widths)) + order

@@ -206,6 +206,8 @@ def candidate_forward(spec: LayerSpec, saved: tuple, cand: nn.Module, cascade: t
     Returns v ([rows, C]) and a function that turns dL/dv into the candidate's .grad (no autograd)."""
     _, rows, _, _, _, acts = saved
     w, b = cand.weight, cand.bias
+    pool = w.shape[0] // spec.neurons  # a pool of candidates per neuron: each reads its neuron's a_i
+    acts = [a if pool == 1 else a.repeat(1, pool) for a in acts]
     q = torch.addmm(b, rows, w.reshape(w.shape[0], -1).t())
     for i, a in enumerate(acts):
         q = q + cascade[i] * a
@@ -354,7 +356,7 @@ class Tape:
         cand = getattr(m, "candidate", None)  # cc.Candidate
         if cand is not None:
             conv = spec.kind != "linear"
-            as_module = (lambda t: t.view(y.shape).movedim(-1, 1)) if conv else (lambda t: t)
+            as_module = (lambda t: t.view(*y.shape[:-1], -1).movedim(-1, 1)) if conv else (lambda t: t)
             v, cand_backward = candidate_forward(spec, saved, cand.module, cand.cascade)
             cand.out = as_module(v)
             cand.out_backward = lambda gv: cand_backward(gv.movedim(1, -1).reshape(v.shape) if conv else gv)

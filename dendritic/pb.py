@@ -45,6 +45,10 @@ class PBConfig:
     activation: Activation = "tanh"
     init_mult: float = 0.01
     dendrite_update: bool = True  # cc: fine-tune installed dendrites in neuron phases (False = frozen)
+    candidate_pool: int = 1  # cc: candidates trained per neuron; each neuron installs its best-correlated one
+    # cc: install a neuron's dendrite only if its candidate's correlation >= this x the measured noise level
+    # (0: every neuron, the paper's rule); the others deploy no dendrite channel (dendritic/cc.py)
+    install_noise_ratio: float = 0.0
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -53,6 +57,13 @@ class PBConfig:
             raise ConfigError(f"layers to perforate must be {', '.join(SCOPES)}, got {self.scope!r}")
         if self.init_mult <= 0:
             raise ConfigError("init multiplier must be > 0")
+        if self.candidate_pool < 1:
+            raise ConfigError(f"candidate pool must be >= 1, got {self.candidate_pool}")
+        if self.install_noise_ratio < 0:
+            raise ConfigError(f"install noise ratio must be >= 0, got {self.install_noise_ratio}")
+        if self.install_noise_ratio > 0 and self.activation == "sigmoid":
+            raise ConfigError("selective installation needs a dendrite activation with f(0) = 0 (tanh or relu), "
+                              "not sigmoid")
 
 
 def wrap_layers(net: nn.Module, scope: Scope, activation: Activation, init_mult: float) -> dict[str, DendriticLayer]:
@@ -179,11 +190,11 @@ class DendriticModel(nn.Module):
                 layer.add_dendrite()
         elif action is Action.START_DENDRITE_PHASE:
             self._set_trainable(neurons=False, dendrites=False)
-            params = [p for layer in layers for p in cc.begin_candidates(layer)]
+            params = [p for layer in layers for p in cc.begin_candidates(layer, self.cfg.candidate_pool)]
             self._rebuild_optimizer(params)
             return
         elif action is Action.INSTALL_DENDRITES:
-            cc.install_candidates(layers)
+            cc.install_candidates(layers, self.cfg.install_noise_ratio)
         self._set_trainable(neurons=True, dendrites=self.cfg.mode == "gd" or self.cfg.dendrite_update)
         self._rebuild_optimizer()
 
@@ -226,7 +237,8 @@ class DendriticModel(nn.Module):
 
     def deployed_params(self, dendrites: int | None = None) -> int:
         """Parameters of the deployed (folded) model: pb-algorithm §6.2 per wrapped layer, plus the rest.
-        `dendrites` gives the count for that many dendrites per neuron (default: the current model)."""
+        `dendrites` gives the count for that many dendrites on every neuron (default: the current model, whose
+        dendrites may sit on some neurons only: selective installation)."""
         wrapped = {id(p) for layer in self.layers.values() for p in layer.parameters()}
         rest = sum(p.numel() for p in self.net.parameters() if id(p) not in wrapped)
         return rest + sum(deployed_params(layer, dendrites) for layer in self.layers.values())

@@ -325,12 +325,13 @@ class _Run:
         if ep.phase is Phase.NEURON:  # frozen neurons in a dendrite phase: validation cannot change
             self.val_loss, self.val_acc = evaluate(model, self.xv, self.yv)
         lr = model.optimizer.param_groups[0]["lr"]
+        params = model.deployed_params()  # this epoch's architecture (end_epoch may restructure it)
         decision = model.end_epoch(score(self.val_acc, self.val_loss))
         self.restructured |= decision.action is not Action.CONTINUE
         # The holdout is only reported at checkpoint candidates (a cycle's best epoch: CONTINUE, so the
         # model is unchanged); it is a test set, never a selection criterion.
         hold_acc = evaluate(model, self.xh, self.yh)[1] if self.xh is not None and decision.cycle_best else None
-        rec = EpochRecord(epoch, ep.phase.value, ep.dendrites, model.deployed_params(ep.dendrites),
+        rec = EpochRecord(epoch, ep.phase.value, ep.dendrites, params,
                           float(loss_sum) / n, float(correct) / n, self.val_loss, self.val_acc, hold_acc, lr,
                           time.monotonic() - ep.t0, decision.action.value, decision.cycle_best)
         self.history.append(rec)

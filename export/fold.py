@@ -7,6 +7,12 @@ torch built-ins, so nothing from the training library reaches ONNX. Dendritic la
 duck typing (attributes `main`, `dendrites`, `out_weights`, `cascade`, `activation`) so this package does
 not depend on dendritic/.
 
+Selective installation (dendritic/cc.py) leaves dendrite channels that are exactly zero: a dendritic layer
+reports them with `installed_channels()` and `channel_order()`, and the fold deploys dendrite j on its n_j
+installed channels only. The stacked layer computes the neurons in `channel_order` (those with more
+dendrites first), so each dendrite adds onto a prefix (split, add, concat), and one GATHER with int32
+indices (counted as C params) puts the neurons back in their order.
+
 `drop_dead_dendrites` runs first, on the export's calibration and check rows: a dendrite that contributes
 nothing there (a ReLU dendrite that never fires) would get a ~zero int8 range that TFLite's kernels reject.
 """
@@ -87,6 +93,20 @@ def _stack(layers: list[nn.Module]) -> nn.Module:
     return stacked
 
 
+def _rows(layer: nn.Module, idx: torch.Tensor) -> nn.Module:
+    """A copy of `layer` with only the output channels `idx`, in that order."""
+    out = copy.deepcopy(layer)
+    with torch.no_grad():
+        out.weight = nn.Parameter(layer.weight[idx].clone())
+        if layer.bias is not None:
+            out.bias = nn.Parameter(layer.bias[idx].clone())
+    if isinstance(out, nn.Linear):
+        out.out_features = len(idx)
+    else:
+        out.out_channels = len(idx)
+    return out
+
+
 def _scaled(layer: nn.Module, s: torch.Tensor) -> nn.Module:
     """A copy of `layer` with every output channel c multiplied by s[c] (weights and bias)."""
     out = copy.deepcopy(layer)
@@ -98,10 +118,11 @@ def _scaled(layer: nn.Module, s: torch.Tensor) -> nn.Module:
 
 
 class FoldedDendriticLayer(nn.Module):
-    """Export form of a dendritic layer: Conv/Linear with (k+1)*C outputs -> split -> f -> per-channel
-    Mul/Add.
+    """Export form of a dendritic layer: Conv/Linear with n_1 + ... + n_k + C outputs -> split -> f ->
+    per-channel Mul/Add (-> Gather back into the neurons' order).
 
-    Chunks 0..k-1 are the dendrites, chunk k the neurons. `cascade_src[j]` lists the earlier dendrites i whose
+    Chunks 0..k-1 are the dendrites (n_j channels each, a prefix of the neurons in `order`; n_j = C without
+    selective installation), chunk k the neurons. `cascade_src[j]` lists the earlier dendrites i whose
     cascade weight into dendrite j is non-zero (zero ones are dropped: x + 0*a == x exactly); `out_weights[j]`
     is None when it is all ones (ReLU fold with positive T), so no Mul is emitted, and all zeros when the
     dendrite only feeds later dendrites' cascades: then no Mul/Add either (that product would be a constant
@@ -109,10 +130,14 @@ class FoldedDendriticLayer(nn.Module):
     """
 
     def __init__(self, layer: nn.Module, k: int, activation: str, out_weights: list[torch.Tensor | None],
-                 cascade: list[list[tuple[int, torch.Tensor]]]):
+                 cascade: list[list[tuple[int, torch.Tensor]]], widths: list[int] | None = None,
+                 order: torch.Tensor | None = None):
         super().__init__()
         self.layer, self.k, self.activation = layer, k, activation
-        self.channels = layer.weight.shape[0] // (k + 1)
+        self.channels = layer.weight.shape[0] - sum(widths) if widths else layer.weight.shape[0] // (k + 1)
+        self.widths = widths or [self.channels] * k
+        # int32 indices (TFLite Micro's GATHER takes no int64), a constant counted as params
+        self.order = None if order is None else nn.Parameter(order.to(torch.int32), requires_grad=False)
         view = (1, -1, *[1] * (layer.weight.dim() - 2))  # broadcast [C] over [B, C, ...]
         self.adds = [t is None or bool((t != 0).any()) for t in out_weights]  # False: T_j == 0, no term
         self.has_out = [t is not None and add for t, add in zip(out_weights, self.adds)]
@@ -126,17 +151,22 @@ class FoldedDendriticLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = ACTIVATIONS[self.activation]
-        z = torch.split(self.layer(x), self.channels, dim=1)
-        y, acts = z[self.k], []
+        z = torch.split(self.layer(x), [*self.widths, self.channels], dim=1)
+        y, acts, n = z[self.k], [], self.widths
         outs, casc = iter(self.out_weights), iter(self.cascade)
         for j in range(self.k):
             p = z[j]
             for i in self.cascade_src[j]:
-                p = p + next(casc) * acts[i]
+                p = p + next(casc) * (acts[i] if n[i] == n[j] else torch.split(acts[i], [n[j], n[i] - n[j]], 1)[0])
             acts.append(f(p))
             if self.adds[j]:
-                y = y + (next(outs) * acts[j] if self.has_out[j] else acts[j])
-        return y
+                term = next(outs) * acts[j] if self.has_out[j] else acts[j]
+                if n[j] == self.channels:
+                    y = y + term
+                else:  # the dendrite's channels are the first n_j (in `order`)
+                    head, tail = torch.split(y, [n[j], self.channels - n[j]], 1)
+                    y = torch.cat([head + term, tail], 1)
+        return y if self.order is None else torch.index_select(y, 1, self.order)
 
     def extra_repr(self) -> str:
         return f"dendrites={self.k}, activation={self.activation}"
@@ -185,9 +215,25 @@ def fold_dendritic(d: nn.Module) -> nn.Module:
         dendrites = [_scaled(m, sj) for m, sj in zip(dendrites, s)]
         u = [uj * s[j] / torch.stack(s[:j]) if j else uj for j, uj in enumerate(u)]
         t = [tj / sj for tj, sj in zip(t, s)]
+    widths, order = None, None
+    if hasattr(d, "installed_channels"):  # selective installation: deploy the installed channels only
+        masks = d.installed_channels()
+        widths = [int(m.sum()) for m in masks]
+        k = sum(1 for n in widths if n)  # (nested: an empty dendrite has no non-empty one after it)
+        perm = d.channel_order()
+        if perm is not None:
+            main = _rows(main, perm)
+            order = torch.argsort(perm)
+        idx = torch.arange(main.weight.shape[0]) if perm is None else perm
+        dendrites = [_rows(m, idx[:n]) for m, n in zip(dendrites[:k], widths)]
+        t = [tj[idx[:n]] for tj, n in zip(t[:k], widths)]
+        u = [uj[:, idx[:n]] for uj, n in zip(u[:k], widths)]
+        widths = widths[:k]
+        if k == 0:
+            return copy.deepcopy(main) if order is None else _rows(main, order)
     out = [None if bool((tj == 1).all()) else tj for tj in t]
     cascade = [[(i, uj[i]) for i in range(j) if bool((uj[i] != 0).any())] for j, uj in enumerate(u)]
-    return FoldedDendriticLayer(_stack(dendrites + [main]), k, d.activation, out, cascade)
+    return FoldedDendriticLayer(_stack(dendrites + [main]), k, d.activation, out, cascade, widths, order)
 
 
 def _replace_dendritic(module: nn.Module) -> None:

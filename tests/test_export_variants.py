@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_fold import wrap_all
+from test_fold import select_channels, wrap_all
 from torch import nn
 
 from dendritic.model import KWSNet, preset
@@ -47,6 +47,22 @@ def test_variant_exports(variant: str, tmp_path) -> None:
     assert report["parity"]["tflite_max_abs_diff"] <= 1e-4
     assert report["parity"]["tflm_max_lsb"] <= 2
     assert report["arena_bytes"] > 0
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_selective_installation_exports(activation: str, tmp_path) -> None:
+    """Dendrites on some neurons only (selective installation): the folded layer's split/add/concat and
+    the int32 GATHER that restores the neuron order convert, quantize and run in TFLite Micro."""
+    from export.fold import is_dendritic
+
+    torch.manual_seed(4)
+    net = wrap_all(KWSNet(preset("ei-default", 650, 3)), activation, 2, "cc")
+    select_channels([m for m in net.modules() if is_dendritic(m)], keep_first=[1, 2, 4, 6], keep_more=[2, 6])
+    x = _load("X_split_test.npy")
+    report = export_all(net, tmp_path, x, x[:100])
+    assert report["ops"].get("GATHER", 0) == 3  # both convolutions and the classifier
+    assert report["parity"]["tflite_max_abs_diff"] <= 1e-4
+    assert report["parity"]["tflm_max_lsb"] <= 2
 
 
 def _fit(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 3e-3) -> nn.Module:

@@ -216,3 +216,86 @@ def test_linear_dendrites_fold_into_the_neurons_at_zero_deployed_params(scope: s
     assert max_diff(folded, without_dendrites(net), x) > 1e-3  # the dendrites did change the function
     assert not any(is_dendritic(m) for m in folded.modules())
     assert sum(p.numel() for p in folded.parameters()) == dm.deployed_params() == base
+
+
+def select_channels(layers, keep_first: list[int], keep_more: list[int]) -> None:
+    """Selective installation's result, by hand: dendrite 0 on the neurons in keep_first, later dendrites on
+    keep_more (a subset: nested); every other dendrite channel exactly zero, as cc.install_candidates
+    leaves it."""
+    for layer in layers:
+        c = layer.num_neurons
+        for j in range(layer.num_dendrites):
+            keep = torch.zeros(c, dtype=torch.bool)
+            keep[[i for i in (keep_first if j == 0 else keep_more) if i < c]] = True
+            with torch.no_grad():
+                for p in layer.dendrites[j].parameters():
+                    p.mul_(keep.view(-1, *[1] * (p.dim() - 1)))
+                layer.out_weights[j].mul_(keep)
+                layer.cascade[j].mul_(keep)
+
+
+@pytest.mark.parametrize("conv_type", ["conv1d", "conv2d"])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_selective_installation_folds_exactly_and_deploys_only_installed_channels(conv_type: str, activation: str,
+                                                                                   k: int) -> None:
+    """Dendrite channels left exactly zero (neurons that did not get a dendrite) are left out of the folded
+    layer: the stacked layer has n_1 + ... + n_k + C outputs, a GATHER restores the neuron order, the fold is
+    exact and the deployment formula (with the C order indices) is the folded model's true count."""
+    from dendritic import DendriticModel, PBConfig
+
+    torch.manual_seed(20 + k)
+    dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type)),
+                        PBConfig(mode="cc", scope="all", activation=activation))
+    full = dm.deployed_params(k)
+    for layer in dm.layers.values():
+        for _ in range(k):
+            layer.add_dendrite()
+        with torch.no_grad():
+            for p in [*layer.out_weights, *layer.cascade, *layer.dendrite_parameters()]:
+                p.normal_(std=0.3)
+    for layer in dm.layers.values():  # mixed T signs: a ReLU fold drops an all-(+1) T row (no Mul to emit)
+        sign = torch.tensor([1.0 if c in (0, 5) else -1.0 for c in range(layer.num_neurons)])
+        with torch.no_grad():
+            for t in layer.out_weights:
+                t.abs_().mul_(sign)
+    select_channels(dm.layers.values(), keep_first=[5, 0, 2, 7], keep_more=[2, 7])
+    net = dm.net.eval()
+    folded = fold_model(net)
+    x = torch.randn(16, N_FEATURES)
+    assert max_diff(net, folded, x) <= 1e-5
+    assert max_diff(folded, without_dendrites(net), x) > 1e-3
+    counted = sum(p.numel() for p in folded.parameters())
+    assert counted == dm.deployed_params() < full
+    conv0 = folded.convs[0]
+    widths = [4] + [2] * (k - 1)
+    assert conv0.widths == widths and conv0.layer.weight.shape[0] == sum(widths) + conv0.channels == 8 + sum(widths)
+    assert conv0.order is not None and conv0.order.dtype == torch.int32  # TFLite Micro's GATHER: int32
+    assert folded.linears[-1].widths == [2] + [1] * (k - 1)  # 3 classes: neurons 0 and 2, then 2 only
+
+
+def test_a_dendrite_installed_on_no_neuron_is_not_deployed() -> None:
+    from dendritic import DendriticModel, PBConfig
+
+    torch.manual_seed(3)
+    dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES)), PBConfig(mode="cc", scope="conv"))
+    for layer in dm.layers.values():
+        layer.add_dendrite()
+        layer.add_dendrite()
+        with torch.no_grad():
+            for p in [*layer.out_weights, *layer.cascade, *layer.dendrite_parameters()]:
+                p.normal_(std=0.5)
+    select_channels(dm.layers.values(), keep_first=[1, 3], keep_more=[])
+    net = dm.net.eval()
+    folded = fold_model(net)
+    assert max_diff(net, folded, torch.randn(8, N_FEATURES)) <= 1e-5
+    assert [m.widths for m in folded.convs] == [[2], [2]]
+    assert sum(p.numel() for p in folded.parameters()) == dm.deployed_params()
+
+
+def test_selective_installation_with_every_neuron_is_the_plain_fold() -> None:
+    """Nothing left out: no GATHER and the classic (k+1)*C stacked layer."""
+    net = dendritic_net("conv1d", "tanh", 2, "cc")
+    folded = fold_model(net)
+    assert all(getattr(m, "order", 1) is None for m in folded.modules() if hasattr(m, "widths"))
+    assert folded.convs[0].layer.weight.shape[0] == 3 * net.convs[0].main.weight.shape[0]

@@ -156,9 +156,10 @@ def test_2x2_pool_block_matches_max_pool2d(pad):
     torch.testing.assert_close(block_backward(weights.movedim(1, -1), saved).movedim(-1, 1), g_ref)
 
 
-def test_tape_feeds_cc_candidates_like_the_autograd_path():
-    """Dendrite phase: the Tape's pass gives every candidate the same output, neuron error and hence the
-    same correlation gradient as the reference path's hooks."""
+@pytest.mark.parametrize("pool", [1, 3])
+def test_tape_feeds_cc_candidates_like_the_autograd_path(pool: int):
+    """Dendrite phase: the Tape's pass gives every candidate (a pool of them per neuron too) the same output,
+    neuron error and hence the same correlation gradient as the reference path's hooks."""
     from dendritic import cc
     from dendritic.pb import wrap_layers
 
@@ -173,7 +174,7 @@ def test_tape_feeds_cc_candidates_like_the_autograd_path():
     for p in net.parameters():
         p.requires_grad_(False)
     for layer in layers:
-        for p in cc.begin_candidates(layer):
+        for p in cc.begin_candidates(layer, pool):
             with torch.no_grad():
                 p.normal_()
     x, y = torch.randn(7, 650, dtype=torch.float64), torch.randint(0, 3, (7,))

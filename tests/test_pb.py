@@ -330,3 +330,81 @@ def test_installed_cc_dendrites_freeze_or_fine_tune(update):
         dm.training_step(x, y, nn.functional.cross_entropy)
     assert torch.equal(w, layer.dendrites[0].weight) != update
     assert layer.out_weights[0].abs().sum() > 0  # T always trains
+
+
+def _candidate_layer(pool: int = 1) -> DendriticLayer:
+    torch.manual_seed(0)
+    layer = DendriticLayer(nn.Linear(6, 4), "tanh")
+    cc.begin_candidates(layer, pool)
+    with torch.no_grad():
+        for best in layer.candidate.best_params:
+            best.normal_()
+    return layer
+
+
+def test_candidate_pool_installs_each_neurons_best_member():
+    """A pool of 3 candidates per neuron trains as one 12-channel module; neuron c installs the member with
+    the best score (channel p*4 + c), whatever its position in the pool."""
+    layer = _candidate_layer(pool=3)
+    st = layer.candidate
+    assert st.module.weight.shape == (12, 6) and st.cascade.shape == (0, 12)
+    st.best_score = torch.tensor([0.1, 0.5, 0.2, 0.0, 0.3, 0.1, 0.2, 0.0, 0.2, 0.7, 0.6, 0.0])
+    winners = torch.tensor([4, 9, 10, 3])  # per neuron: p*4 + c of the best member (ties: the first)
+    expected = [best[winners].clone() for best in st.best_params]
+    cc.install_candidates([layer])
+    assert layer.candidate is None and layer.num_dendrites == 1
+    assert layer.dendrites[0].weight.shape == (4, 6)
+    for got, want in zip(layer.dendrites[0].parameters(), expected):
+        assert torch.equal(got, want)
+
+
+def test_selective_installation_keeps_neurons_above_their_noise_level_nested():
+    layer = _candidate_layer()
+    st = layer.candidate
+    st.best_score = torch.tensor([0.10, 0.02, 0.00, 0.05])
+    st.null_best = torch.tensor([0.01, 0.015, 0.00, 0.02])  # neuron 2 is dead: its error is 0, so no score
+    cc.install_candidates([layer], noise_ratio=2.0)
+    assert layer.installed_channels()[0].tolist() == [True, False, False, True]
+    assert (layer.dendrites[0].weight[1:3] == 0).all() and (layer.dendrites[0].weight[[0, 3]] != 0).all()
+    cc.begin_candidates(layer)  # every neuron well above noise now; only those with dendrite 0 may get 1
+    layer.candidate.best_score = torch.full((4,), 0.5)
+    cc.install_candidates([layer], noise_ratio=2.0)
+    assert [m.tolist() for m in layer.installed_channels()] == [[True, False, False, True]] * 2
+    cc.begin_candidates(layer)  # ratio 0: the paper's rule, every neuron (nested: still only 0 and 3)
+    cc.install_candidates([layer], noise_ratio=0.0)
+    assert layer.installed_channels()[2].tolist() == [True, False, False, True]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_neurons_without_a_dendrite_stay_exactly_zero_through_training(activation: str):
+    """The channels selective installation leaves out see only zero gradients, so Adam keeps them exactly
+    zero through neuron phases with dendrite updates; the deployed count follows the installed channels."""
+    torch.manual_seed(1)
+    net = KWSNet(preset("ei-default", 650, 3, dropout=0.0))
+    dm = DendriticModel(net, PBConfig(mode="cc", scope="conv", activation=activation, install_noise_ratio=2.0),
+                        schedule=ScheduleConfig())
+    layers = list(dm.layers.values())
+    for layer in layers:
+        cc.begin_candidates(layer)
+        st = layer.candidate
+        st.best_score = torch.rand(layer.num_neurons) * 0.1
+        st.null_best = torch.full((layer.num_neurons,), 0.025)
+    cc.install_candidates(layers, noise_ratio=2.0)
+    masks = [layer.installed_channels()[0].clone() for layer in layers]
+    assert all(0 < int(m.sum()) < len(m) for m in masks)
+    dm._set_trainable(neurons=True, dendrites=True)
+    dm._rebuild_optimizer()
+    before = [layer.dendrites[0].weight.detach().clone() for layer in layers]
+    g = torch.Generator().manual_seed(0)
+    dm.train()
+    for _ in range(10):
+        x, y = torch.randn(32, 650, generator=g), torch.randint(0, 3, (32,), generator=g)
+        dm.training_step(x, y, nn.functional.cross_entropy)
+    for layer, m, w0 in zip(layers, masks, before):
+        assert torch.equal(layer.installed_channels()[0], m)
+        assert (layer.dendrites[0].weight[~m] == 0).all() and (layer.out_weights[0][~m] == 0).all()
+        assert not torch.equal(layer.dendrites[0].weight[m], w0[m])  # the installed ones did train
+    full = dm.deployed_params(1)
+    assert dm.deployed_params() < full
+    from export.fold import fold_model
+    assert sum(p.numel() for p in fold_model(net).parameters()) <= dm.deployed_params()
