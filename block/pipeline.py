@@ -137,6 +137,7 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
         metrics = assemble_metrics(cfg, result, dm, report, evaluation, data.classes)
         metrics["sizing"] = sizing
         metrics["dendrites_per_layer"] = dm.architecture()
+        metrics["dendrite_neurons"] = dm.installed_neurons()
         metrics["export_seconds"] = time.monotonic() - t_export
         log(f"export and checks of the shipped model took {metrics['export_seconds']:.1f}s")
         reference = traditional_reference(dm, out, calib, sets, data.classes, log, time_left())

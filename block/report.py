@@ -101,9 +101,18 @@ def sizing_line(metrics: dict) -> str:
     layers = metrics.get("dendrites_per_layer") or {}
     grown = {name: k for name, k in layers.items() if k}
     text += f"; shipped {metrics['params']:,} params"
-    if grown:  # every neuron of a grown layer has that many dendrites (no per-neuron selection)
-        text += ", dendrites per neuron: " + ", ".join(f"{n}={k}" for n, k in grown.items())
+    if grown:
+        neurons = metrics.get("dendrite_neurons") or {}
+        text += ", dendrites per neuron: " + ", ".join(f"{n}={k}{_on(neurons.get(n))}" for n, k in grown.items())
     return text
+
+
+def _on(layer: dict | None) -> str:
+    """' (on 5/9, 2/9 neurons)' when selective installation left neurons out, else ''."""
+    if not layer or all(n == layer["neurons"] for n in layer["per_dendrite"]):
+        return ""
+    c = layer["neurons"]
+    return " (on " + ", ".join(f"{n}/{c}" for n in layer["per_dendrite"]) + " neurons)"
 
 
 def plot_training(history: list[EpochRecord], cycles: list[dict], path: Path, title: str = "") -> None:

@@ -224,6 +224,12 @@ class DendriticModel(nn.Module):
     def architecture(self) -> dict[str, int]:
         return {name: layer.num_dendrites for name, layer in self.layers.items()}
 
+    def installed_neurons(self) -> dict[str, dict[str, int | list[int]]]:
+        """Per wrapped layer: its neuron count and, per dendrite, how many neurons carry it (all of them
+        unless selective installation left some out)."""
+        return {name: {"neurons": layer.num_neurons, "per_dendrite": [int(m.sum()) for m in layer.installed_channels()]}
+                for name, layer in self.layers.items()}
+
     def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, assign: bool = False):
         """Load a checkpoint with any dendrite count: wrapped layers grow or shrink to match it first."""
         for name, layer in self.layers.items():

@@ -90,5 +90,8 @@ def test_summary_names_the_budget_and_where_the_dendrites_are() -> None:
          "dendrites_per_layer": {"convs.0": 2, "convs.1": 2, "linears.0": 0}}
     assert sizing_line(m) == ("budget 3,228 params (auto): conv channels [5, 10]; shipped 2,697 params, "
                               "dendrites per neuron: convs.0=2, convs.1=2")
+    m["dendrite_neurons"] = {"convs.0": {"neurons": 5, "per_dendrite": [5, 5]},  # selective installation
+                             "convs.1": {"neurons": 10, "per_dendrite": [7, 3]}}
+    assert sizing_line(m).endswith("dendrites per neuron: convs.0=2, convs.1=2 (on 7/10, 3/10 neurons)")
     assert sizing_line({"params": 10, "sizing": {"budget": 0, "source": "none"}}) == \
         "no parameter budget; shipped 10 params"
