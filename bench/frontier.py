@@ -49,6 +49,10 @@ GRID = {  # family -> {name: block flags}; every one is sized to the budget with
                                                                "--max-dendrites", "2", "--model-preset", "custom",
                                                                "--conv-layers", "3", "--width-growth", "uniform",
                                                                "--install-noise-ratio", "2"],
+        # a per-layer choice: only the last convolution, whose neurons' candidates correlate best
+        "cc, last conv only, k<=2, 3 conv uniform": ["--model-format", "cc", "--perforate-layers", "convs.2",
+                                                     "--max-dendrites", "2", "--model-preset", "custom",
+                                                     "--conv-layers", "3", "--width-growth", "uniform"],
         # linear dendrites fold into the neurons: training-time capacity at zero deployed params
         "cc linear, all layers, k<=2, 3 conv uniform": ["--model-format", "cc", "--dendrite-activation", "linear",
                                                         "--perforate", "all", "--max-dendrites", "2",

@@ -24,7 +24,8 @@ def run_config(args: Namespace, n_features: int, n_classes: int) -> RunConfig:
         net = preset(args.model_preset, n_features, n_classes, args.mfcc_coefficients, **common)
     pb = PBConfig(mode=args.model_format, scope=args.perforate, activation=args.dendrite_activation,
                   init_mult=args.init_multiplier, dendrite_update=args.dendrite_update,
-                  candidate_pool=args.candidate_pool, install_noise_ratio=args.install_noise_ratio)
+                  candidate_pool=args.candidate_pool, install_noise_ratio=args.install_noise_ratio,
+                  layers=tuple(n.strip() for n in args.perforate_layers.split(",") if n.strip()))
     sched = ScheduleConfig(max_dendrites=args.max_dendrites, switch_patience=args.switch_patience,
                            improvement_threshold=args.improvement_threshold,
                            dendrite_patience=args.dendrite_patience, max_tries=args.max_dendrite_tries,

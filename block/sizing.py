@@ -86,7 +86,7 @@ def size_to_budget(run: RunConfig, budget: int) -> tuple[RunConfig, dict]:
             sized = replace(run, net=with_width(run.net, width), schedule=replace(run.schedule, max_dendrites=k))
             return sized, {"budget": budget, "width": width, "channels": conv_channels(sized.net),
                            "max_dendrites": k if run.mode != "traditional" else 0,
-                           "scope": run.pb.scope if run.mode != "traditional" else None,
+                           "scope": (",".join(run.pb.layers) or run.pb.scope) if run.mode != "traditional" else None,
                            "base_params": deployed(sized, 0), "bound_params": deployed(sized, k)}
     smallest = deployed(replace(run, net=with_width(run.net, 1)), min(1, k_max))
     what = "this network" if run.mode == "traditional" else "this network with one dendrite per neuron"

@@ -49,6 +49,9 @@ class PBConfig:
     # cc: install a neuron's dendrite only if its candidate's correlation >= this x the measured noise level
     # (0: every neuron, the paper's rule); the others deploy no dendrite channel (dendritic/cc.py)
     install_noise_ratio: float = 0.0
+    # a per-layer choice: exactly these wrappable layers (names as in net.named_modules(), e.g. "convs.2");
+    # empty: `scope` decides
+    layers: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -66,13 +69,20 @@ class PBConfig:
                               "not sigmoid")
 
 
-def wrap_layers(net: nn.Module, scope: Scope, activation: Activation, init_mult: float) -> dict[str, DendriticLayer]:
-    """Replace the Linear and/or Conv submodules of `net` (by `scope`) by DendriticLayers, in place.
-    'conv' exists because a dendrite is a full copy of its layer: on the classifier that copy adds params
-    but no features (bench/why_dendrites.py)."""
-    kinds = SCOPES[scope]
-    targets = [(name, m) for name, m in net.named_modules() if isinstance(m, kinds)
+def wrap_layers(net: nn.Module, scope: Scope, activation: Activation, init_mult: float,
+                layers: tuple[str, ...] = ()) -> dict[str, DendriticLayer]:
+    """Replace the Linear and/or Conv submodules of `net` (by `scope`, or exactly the named `layers`) by
+    DendriticLayers, in place. 'conv' exists because a dendrite is a full copy of its layer: on the
+    classifier that copy adds params but no features (bench/why_dendrites.py); `layers` lets a user (or the
+    frontier) grow e.g. only the last convolution, whose neurons' errors the candidates correlate with best."""
+    targets = [(name, m) for name, m in net.named_modules() if isinstance(m, SCOPES["all" if layers else scope])
                and not any(isinstance(p, DendriticLayer) for p in _parents(net, name))]
+    if layers:
+        unknown = [n for n in layers if n not in dict(targets)]
+        if unknown:
+            raise ConfigError(f"cannot perforate layer {unknown[0]!r}: this network's layers are "
+                              f"{', '.join(n for n, _ in targets)}")
+        targets = [(n, m) for n, m in targets if n in layers]
     wrapped = {}
     for name, module in targets:
         parent_name, _, attr = name.rpartition(".")
@@ -102,7 +112,7 @@ class DendriticModel(nn.Module):
         self.make_optimizer = make_optimizer or (lambda ps: torch.optim.Adam(ps, lr=1e-3))
         self.make_scheduler = make_scheduler
         self.layers: dict[str, DendriticLayer] = (
-            {} if cfg.mode == "traditional" else wrap_layers(net, cfg.scope, cfg.activation, cfg.init_mult))
+            {} if cfg.mode == "traditional" else wrap_layers(net, cfg.scope, cfg.activation, cfg.init_mult, cfg.layers))
         # fused: train with ops.py's hand-written backward (Tape and fused layer op); False: plain autograd
         self.fused = fused
         for layer in self.layers.values():

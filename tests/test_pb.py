@@ -408,3 +408,23 @@ def test_neurons_without_a_dendrite_stay_exactly_zero_through_training(activatio
     assert dm.deployed_params() < full
     from export.fold import fold_model
     assert sum(p.numel() for p in fold_model(net).parameters()) <= dm.deployed_params()
+
+
+def test_a_per_layer_choice_wraps_exactly_the_named_layers():
+    """--perforate-layers: only the named layers grow dendrites; the fold stays exact and the count true."""
+    from export.fold import fold_model
+
+    torch.manual_seed(2)
+    net = KWSNet(preset("auto", 650, 3))  # three uniform convolutions
+    dm = DendriticModel(net, PBConfig(mode="cc", scope="linear", layers=("convs.2",)))
+    assert list(dm.layers) == ["convs.2"]
+    layer = dm.layers["convs.2"]
+    for _ in range(2):
+        layer.add_dendrite()
+    with torch.no_grad():
+        for p in [*layer.out_weights, *layer.cascade]:
+            p.normal_(std=0.3)
+    net.eval()
+    x = torch.randn(8, 650)
+    assert (fold_model(net)(x) - net(x)).abs().max() <= 1e-5
+    assert sum(p.numel() for p in fold_model(net).parameters()) == dm.deployed_params()

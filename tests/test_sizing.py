@@ -28,6 +28,8 @@ def sized(budget: int, n_classes: int, *flags: str):
     ("--model-format", "gd", "--perforate", "linear"),
     ("--model-format", "traditional", "--model-preset", "paper-baseline"),
     ("--model-format", "cc", "--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform"),
+    ("--model-format", "cc", "--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform",
+     "--perforate-layers", "convs.2", "--install-noise-ratio", "2"),
 ])
 def test_the_model_never_exceeds_the_budget(budget: int, n_classes: int, flags: tuple[str, ...]) -> None:
     run, chosen = sized(budget, n_classes, *flags)
@@ -55,6 +57,9 @@ def test_a_budget_too_small_for_any_network_is_a_config_error() -> None:
         sized(100, 12, "--model-format", "traditional")
     with pytest.raises(ConfigError, match="too small for this network with one dendrite"):
         sized(300, 12, "--model-format", "cc", "--perforate", "all")
+    with pytest.raises(ConfigError, match=r"cannot perforate layer 'convs\.5': this network's layers are "
+                                          r"convs\.0, convs\.1, convs\.2, linears\.0"):
+        sized(3000, 12, "--model-format", "cc", "--perforate-layers", "convs.1, convs.5")
     with pytest.raises(ConfigError, match="max params must be 'auto'"):
         resolve_budget("lots", 650, 3, 13)
 
