@@ -53,6 +53,11 @@ GRID = {  # family -> {name: block flags}; every one is sized to the budget with
         "cc, last conv only, k<=2, 3 conv uniform": ["--model-format", "cc", "--perforate-layers", "convs.2",
                                                      "--max-dendrites", "2", "--model-preset", "custom",
                                                      "--conv-layers", "3", "--width-growth", "uniform"],
+        # dendrites with a wider receptive field (dilation 2) at a copy's cost: context the neuron lacks
+        "cc, conv scope, k<=1, 3 conv uniform, dilation 2": ["--model-format", "cc", "--perforate", "conv",
+                                                             "--max-dendrites", "1", "--model-preset", "custom",
+                                                             "--conv-layers", "3", "--width-growth", "uniform",
+                                                             "--dendrite-dilation", "2"],
         # linear dendrites fold into the neurons: training-time capacity at zero deployed params
         "cc linear, all layers, k<=2, 3 conv uniform": ["--model-format", "cc", "--dendrite-activation", "linear",
                                                         "--perforate", "all", "--max-dendrites", "2",

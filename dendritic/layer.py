@@ -41,7 +41,7 @@ WRAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 class DendriticLayer(nn.Module):
     """A Linear/Conv layer with k dendrites per output neuron (channel)."""
 
-    def __init__(self, main: nn.Module, activation: Activation = "tanh", init_mult: float = 0.01):
+    def __init__(self, main: nn.Module, activation: Activation = "tanh", init_mult: float = 0.01, dilation: int = 1):
         super().__init__()
         if not isinstance(main, WRAPPABLE):
             raise TypeError(f"can only wrap Linear/Conv1d/Conv2d, got {type(main).__name__}")
@@ -55,6 +55,14 @@ class DendriticLayer(nn.Module):
         self.cascade = nn.ParameterList()  # U_j, shape [j, C]
         self.activation: Activation = activation
         self.init_mult = init_mult
+        # Conv dendrites may read the input with a dilation: a wider receptive field than the neuron's own at
+        # the same parameter cost (a neuron gains context it did not have). 'same'-padded convolutions only;
+        # such dendrites cannot share the neuron's im2col rows, so training takes the reference path.
+        self.dilation = dilation if isinstance(main, (nn.Conv1d, nn.Conv2d)) else 1
+        if self.dilation > 1 and any(2 * p != k - 1 for p, k in zip(main.padding, main.kernel_size)):
+            raise ValueError("dilated dendrites need a 'same'-padded convolution (padding = (kernel - 1) / 2)")
+        if self.dilation > 1 and activation == "linear":
+            raise ValueError("linear dendrites fold into the neuron's own kernel, so they cannot be dilated")
         # "Perforation": dendrites read a gradient-killed input, so no error flows through them into
         # earlier layers (CC mode). GD mode leaves this off and trains everything jointly.
         self.perforated = False
@@ -82,6 +90,9 @@ class DendriticLayer(nn.Module):
         """A copy of the neuron layer with every parameter redrawn as randn * init_mult; `pool` > 1 gives it
         pool x C output channels (a CC candidate pool: channel p*C + c is candidate p of neuron c)."""
         d = copy.deepcopy(self.main)
+        if self.dilation > 1:
+            d.dilation = (self.dilation,) * len(d.kernel_size)
+            d.padding = tuple(p * self.dilation for p in d.padding)
         with torch.no_grad():
             for name, p in list(d.named_parameters()):
                 setattr(d, name, nn.Parameter(torch.randn(pool * p.shape[0], *p.shape[1:], dtype=p.dtype,
@@ -145,7 +156,7 @@ class DendriticLayer(nn.Module):
         """The fused op's spec and parameter list (cascade U_0 is empty and left out); None for layers
         ops.py does not cover (Conv2d, unusual conv options). A CC candidate is not part of y: the Tape
         runs it beside the op (ops.candidate_forward) and hands cc.py its output and the neuron error."""
-        if self._fused is None:
+        if self._fused is None or self.dilation > 1 and (self.dendrites or self.candidate is not None):
             return None
         key = (self.num_dendrites, self.activation, self.perforated)
         spec = self._specs.get(key)
@@ -192,7 +203,8 @@ class DendriticLayer(nn.Module):
             self.candidate.error = grad.detach()
 
     def extra_repr(self) -> str:
-        return f"dendrites={self.num_dendrites}, activation={self.activation}, perforated={self.perforated}"
+        dilated = f", dilation={self.dilation}" if self.dilation > 1 else ""
+        return f"dendrites={self.num_dendrites}, activation={self.activation}{dilated}, perforated={self.perforated}"
 
 
 def deployed_params(layer: DendriticLayer, dendrites: int | None = None) -> int:

@@ -117,8 +117,8 @@ class Lockstep:
         if not leaving:
             return
         gone = {id(r) for r in leaving}
-        for r in leaving:
-            for p in _layer_params(r.model.net):
+        for r in leaving:  # (every parameter: a restructured layer may have no fused op any more, e.g. dilated)
+            for p in r.model.net.parameters():
                 p.data = p.data.clone()
         keep = [i for i, r in enumerate(self.members) if id(r) not in gone]
         self.members = [self.members[i] for i in keep]

@@ -7,6 +7,9 @@ torch built-ins, so nothing from the training library reaches ONNX. Dendritic la
 duck typing (attributes `main`, `dendrites`, `out_weights`, `cascade`, `activation`) so this package does
 not depend on dendritic/.
 
+Dilated dendrites (a wider receptive field than their neurons') cannot share the neurons' kernel: they
+stack into a second Conv beside it, with the same split/f/Mul/Add after.
+
 Selective installation (dendritic/cc.py) leaves dendrite channels that are exactly zero: a dendritic layer
 reports them with `installed_channels()` and `channel_order()`, and the fold deploys dendrite j on its n_j
 installed channels only. The stacked layer computes the neurons in `channel_order` (those with more
@@ -131,10 +134,16 @@ class FoldedDendriticLayer(nn.Module):
 
     def __init__(self, layer: nn.Module, k: int, activation: str, out_weights: list[torch.Tensor | None],
                  cascade: list[list[tuple[int, torch.Tensor]]], widths: list[int] | None = None,
-                 order: torch.Tensor | None = None):
+                 order: torch.Tensor | None = None, dendrite_layer: nn.Module | None = None):
         super().__init__()
         self.layer, self.k, self.activation = layer, k, activation
-        self.channels = layer.weight.shape[0] - sum(widths) if widths else layer.weight.shape[0] // (k + 1)
+        # dendrites that read the input differently (dilated) are their own stacked layer beside the neurons
+        self.dendrite_layer = dendrite_layer
+        rows = layer.weight.shape[0]
+        if dendrite_layer is not None:
+            self.channels = rows
+        else:
+            self.channels = rows - sum(widths) if widths else rows // (k + 1)
         self.widths = widths or [self.channels] * k
         # int32 indices (TFLite Micro's GATHER takes no int64), a constant counted as params
         self.order = None if order is None else nn.Parameter(order.to(torch.int32), requires_grad=False)
@@ -151,7 +160,10 @@ class FoldedDendriticLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = ACTIVATIONS[self.activation]
-        z = torch.split(self.layer(x), [*self.widths, self.channels], dim=1)
+        if self.dendrite_layer is None:
+            z = torch.split(self.layer(x), [*self.widths, self.channels], dim=1)
+        else:
+            z = [*torch.split(self.dendrite_layer(x), self.widths, dim=1), self.layer(x)]
         y, acts, n = z[self.k], [], self.widths
         outs, casc = iter(self.out_weights), iter(self.cascade)
         for j in range(self.k):
@@ -233,7 +245,15 @@ def fold_dendritic(d: nn.Module) -> nn.Module:
             return copy.deepcopy(main) if order is None else _rows(main, order)
     out = [None if bool((tj == 1).all()) else tj for tj in t]
     cascade = [[(i, uj[i]) for i in range(j) if bool((uj[i] != 0).any())] for j, uj in enumerate(u)]
-    return FoldedDendriticLayer(_stack(dendrites + [main]), k, d.activation, out, cascade, widths, order)
+    if _reads_like(dendrites[0], main):
+        return FoldedDendriticLayer(_stack(dendrites + [main]), k, d.activation, out, cascade, widths, order)
+    return FoldedDendriticLayer(main, k, d.activation, out, cascade, widths, order, dendrite_layer=_stack(dendrites))
+
+
+def _reads_like(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two layers read their input the same way (so they stack into one): not so for a dilated
+    dendrite beside its neurons."""
+    return all(getattr(a, n, None) == getattr(b, n, None) for n in ("kernel_size", "dilation", "padding", "stride"))
 
 
 def _replace_dendritic(module: nn.Module) -> None:

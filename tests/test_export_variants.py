@@ -65,6 +65,31 @@ def test_selective_installation_exports(activation: str, tmp_path) -> None:
     assert report["parity"]["tflm_max_lsb"] <= 2
 
 
+@pytest.mark.parametrize("conv_type", ["conv1d", "conv2d"])
+def test_dilated_dendrites_export(conv_type: str, tmp_path) -> None:
+    """Dilated dendrites are a second (dilated) convolution beside the neurons' one: it converts, quantizes
+    and runs in TFLite Micro."""
+    from dendritic import DendriticModel, PBConfig
+
+    torch.manual_seed(5)
+    dm = DendriticModel(KWSNet(preset("ei-default", 650, 3, conv_type=conv_type)),
+                        PBConfig(mode="cc", scope="conv", activation="tanh", dilation=2))
+    for layer in dm.layers.values():
+        for _ in range(2):
+            layer.add_dendrite()
+        with torch.no_grad():
+            for p in [*layer.out_weights, *layer.cascade]:
+                p.normal_(std=0.5)
+            for p in layer.dendrite_parameters():
+                p.normal_(std=float(layer.main.weight.std()))
+    x = _load("X_split_test.npy")
+    report = export_all(dm.net.eval(), tmp_path, x, x[:100])
+    assert report["ops"]["CONV_2D"] == 4  # neurons and dilated dendrites: two per layer
+    assert report["params"] == dm.deployed_params()
+    assert report["parity"]["tflite_max_abs_diff"] <= 1e-4
+    assert report["parity"]["tflm_max_lsb"] <= 2
+
+
 def _fit(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 3e-3) -> nn.Module:
     torch.manual_seed(0)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.argmax(1))

@@ -21,6 +21,7 @@ from dendritic import (
     deployed_params,
     preset,
 )
+from dendritic.errors import ConfigError
 
 torch.set_num_threads(1)
 
@@ -428,3 +429,37 @@ def test_a_per_layer_choice_wraps_exactly_the_named_layers():
     x = torch.randn(8, 650)
     assert (fold_model(net)(x) - net(x)).abs().max() <= 1e-5
     assert sum(p.numel() for p in fold_model(net).parameters()) == dm.deployed_params()
+
+
+def test_perforation_holds_for_dilated_dendrites():
+    """CC dendrites with a wider receptive field still read a gradient-killed input: with T = 0 the neurons'
+    gradients are those of the net without dendrites."""
+    def grads(k: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        net = KWSNet(preset("ei-default", 650, 3, dropout=0.0))
+        dm = DendriticModel(net, PBConfig(mode="cc", dilation=3), schedule=ScheduleConfig())
+        torch.manual_seed(1)
+        for layer in dm.layers.values():
+            for _ in range(k):
+                layer.add_dendrite()
+                with torch.no_grad():
+                    layer.dendrites[-1].weight.normal_()
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(16, 650, generator=g), torch.randint(0, 3, (16,), generator=g)
+        net.train()
+        nn.functional.cross_entropy(dm(x), y).backward()
+        return {n: p.grad.clone() for n, p in net.named_parameters() if "main" in n and p.grad is not None}
+
+    plain, perforated = grads(0), grads(2)
+    assert plain.keys() == perforated.keys() and plain
+    for name in plain:
+        torch.testing.assert_close(perforated[name], plain[name], rtol=1e-5, atol=1e-7)  # (the k = 0 net runs the fused op: rounding)
+
+
+def test_dilated_dendrites_reject_what_cannot_fold():
+    with pytest.raises(ConfigError, match="linear dendrites fold into the neuron's own kernel"):
+        PBConfig(mode="cc", activation="linear", dilation=2).validate()
+    with pytest.raises(ConfigError, match="dendrite dilation must be >= 1"):
+        PBConfig(mode="cc", dilation=0).validate()
+    with pytest.raises(ValueError, match="'same'-padded"):
+        DendriticLayer(nn.Conv1d(3, 4, 3, padding=0), "tanh", dilation=2)
