@@ -143,7 +143,7 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
         reference = traditional_reference(dm, out, calib, sets, data.classes, log, time_left())
         if reference is not None:
             metrics["deployment"]["traditional"] = reference
-        plot_training(result.history, result.cycles, tmp / "training.png", sizing_line(metrics))
+        plot_training(result.history, metrics["cycles"], tmp / "training.png", sizing_line(metrics))
         metrics["total_seconds"] = time.monotonic() - t_start
         write_json(tmp / "metrics.json", metrics)
     log(summary_table(metrics))
@@ -182,6 +182,10 @@ def assemble_metrics(cfg, result, dm, report: dict, evaluation: dict, classes: l
     from dendritic.trainer import history_dicts
 
     val = evaluation["validation"]
+    cycles = [dict(c) for c in result.cycles]
+    for c in cycles:  # the shipped cycle: its exported count (dead dendrites dropped, zero T/U rows left out)
+        if c["dendrites"] == dm.num_dendrites and c["params"] != report["params"]:
+            c["training_params"], c["params"] = c["params"], report["params"]
     metrics = {
         # the shipped (folded, exported) model's own count: dead dendrites dropped at export do not count
         "model_format": cfg.mode, "classes": classes, "params": report["params"],
@@ -190,7 +194,7 @@ def assemble_metrics(cfg, result, dm, report: dict, evaluation: dict, classes: l
         "float_accuracy": val["float"]["accuracy"], "int8_accuracy": val["int8"]["accuracy"],
         "per_class_accuracy": val["int8"]["per_class_accuracy"], "confusion": val["int8"]["confusion"],
         **{k: report[k] for k in ("files", "macs", "arena_bytes", "ops", "parity") if k in report},
-        "cycles": result.cycles, "evaluation": evaluation,
+        "cycles": cycles, "evaluation": evaluation,
         "config": cfg.to_dict(),
         "history": history_dicts(result.history),
     }

@@ -52,6 +52,24 @@ def test_cycles_report_the_checkpoint_that_ships(cc_run) -> None:
     assert shipped["holdout_accuracy"] == pytest.approx(m["evaluation"]["holdout"]["torch"]["accuracy"])
 
 
+def test_cycles_count_the_shipped_params_when_export_drops_a_dead_dendrite() -> None:
+    """When export drops a dead dendrite (or leaves out zero rows), the shipped cycle reports the exported
+    count, with its training-time count apart; other cycles are left as trained."""
+    from types import SimpleNamespace
+
+    from block.pipeline import assemble_metrics
+
+    result = SimpleNamespace(cycles=[{"dendrites": 0, "params": 1000}, {"dendrites": 1, "params": 1215}],
+                             epochs=3, seconds=1.0, history=[])
+    acc = {"accuracy": 0.5, "per_class_accuracy": [], "confusion": []}
+    report = {"params": 1212, "dendrites_dropped": {"convs.0": 1}, "files": {}, "macs": 1, "arena_bytes": 1}
+    m = assemble_metrics(SimpleNamespace(mode="cc", to_dict=dict), result, SimpleNamespace(num_dendrites=1),
+                         report, {"validation": {"float": acc, "int8": acc}}, ["a", "b"])
+    assert m["cycles"] == [{"dendrites": 0, "params": 1000},
+                           {"dendrites": 1, "params": 1212, "training_params": 1215}]
+    assert result.cycles[1]["params"] == 1215  # the training result itself is not changed
+
+
 def test_dendritic_run_reports_the_same_net_without_dendrites(cc_run) -> None:
     _, m = cc_run
     dep = m["deployment"]
