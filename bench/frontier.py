@@ -58,6 +58,11 @@ GRID = {  # family -> {name: block flags}; every one is sized to the budget with
                                                              "--max-dendrites", "1", "--model-preset", "custom",
                                                              "--conv-layers", "3", "--width-growth", "uniform",
                                                              "--dendrite-dilation", "2"],
+        # pointwise (1-wide) dendrites: a third of a copy's params, so the sized base stays wider
+        "cc, conv scope, k<=2, 3 conv uniform, pointwise": ["--model-format", "cc", "--perforate", "conv",
+                                                            "--max-dendrites", "2", "--model-preset", "custom",
+                                                            "--conv-layers", "3", "--width-growth", "uniform",
+                                                            "--dendrite-kernel", "1"],
         # linear dendrites fold into the neurons: training-time capacity at zero deployed params
         "cc linear, all layers, k<=2, 3 conv uniform": ["--model-format", "cc", "--dendrite-activation", "linear",
                                                         "--perforate", "all", "--max-dendrites", "2",

@@ -26,7 +26,7 @@ def run_config(args: Namespace, n_features: int, n_classes: int) -> RunConfig:
                   init_mult=args.init_multiplier, dendrite_update=args.dendrite_update,
                   candidate_pool=args.candidate_pool, install_noise_ratio=args.install_noise_ratio,
                   layers=tuple(n.strip() for n in args.perforate_layers.split(",") if n.strip()),
-                  dilation=args.dendrite_dilation)
+                  dilation=args.dendrite_dilation, kernel=args.dendrite_kernel)
     sched = ScheduleConfig(max_dendrites=args.max_dendrites, switch_patience=args.switch_patience,
                            improvement_threshold=args.improvement_threshold,
                            dendrite_patience=args.dendrite_patience, max_tries=args.max_dendrite_tries,

@@ -31,7 +31,6 @@ A later dendrite only goes to neurons that got the earlier ones, so the installe
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -198,7 +197,7 @@ def install_candidates(layers: list[DendriticLayer], noise_ratio: float = 0.0) -
         if st.pool > 1:
             c = layer.num_neurons
             rows = st.best_score.view(st.pool, c).argmax(0) * c + torch.arange(c, device=st.best_score.device)
-            module = copy.deepcopy(layer.main)
+            module = layer.dendrite_shell()
         with torch.no_grad():
             for p, best in zip(module.parameters(), st.best_params):
                 p.copy_(best[rows] * keep.view(-1, *[1] * (best.dim() - 1)))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from . import ops
 
@@ -41,7 +42,8 @@ WRAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 class DendriticLayer(nn.Module):
     """A Linear/Conv layer with k dendrites per output neuron (channel)."""
 
-    def __init__(self, main: nn.Module, activation: Activation = "tanh", init_mult: float = 0.01, dilation: int = 1):
+    def __init__(self, main: nn.Module, activation: Activation = "tanh", init_mult: float = 0.01, dilation: int = 1,
+                 kernel: int = 0):
         super().__init__()
         if not isinstance(main, WRAPPABLE):
             raise TypeError(f"can only wrap Linear/Conv1d/Conv2d, got {type(main).__name__}")
@@ -55,14 +57,22 @@ class DendriticLayer(nn.Module):
         self.cascade = nn.ParameterList()  # U_j, shape [j, C]
         self.activation: Activation = activation
         self.init_mult = init_mult
-        # Conv dendrites may read the input with a dilation: a wider receptive field than the neuron's own at
-        # the same parameter cost (a neuron gains context it did not have). 'same'-padded convolutions only;
-        # such dendrites cannot share the neuron's im2col rows, so training takes the reference path.
-        self.dilation = dilation if isinstance(main, (nn.Conv1d, nn.Conv2d)) else 1
-        if self.dilation > 1 and any(2 * p != k - 1 for p, k in zip(main.padding, main.kernel_size)):
-            raise ValueError("dilated dendrites need a 'same'-padded convolution (padding = (kernel - 1) / 2)")
-        if self.dilation > 1 and activation == "linear":
-            raise ValueError("linear dendrites fold into the neuron's own kernel, so they cannot be dilated")
+        # Conv dendrites may read the input differently from their neurons: with a dilation (a wider receptive
+        # field at the same parameter cost: context the neuron did not have) or another kernel size (1:
+        # pointwise, cheaper; longer: more context). 'Same'-padded convolutions only; such dendrites cannot
+        # share the neuron's im2col rows, so training takes the reference path, and they deploy as a second
+        # convolution (export/fold.py).
+        conv = isinstance(main, (nn.Conv1d, nn.Conv2d))
+        self.dilation = dilation if conv else 1
+        self.kernel = kernel if conv and kernel and kernel != main.kernel_size[0] else 0  # 0: the neuron's own
+        self.distinct = self.dilation > 1 or self.kernel > 0
+        if self.distinct and any(2 * p != k - 1 for p, k in zip(main.padding, main.kernel_size)):
+            raise ValueError("dilated or resized dendrites need a 'same'-padded convolution "
+                             "(padding = (kernel - 1) / 2)")
+        if self.kernel and self.kernel % 2 == 0:
+            raise ValueError(f"a dendrite kernel must be odd ('same' padding), got {self.kernel}")
+        if self.distinct and activation == "linear":
+            raise ValueError("linear dendrites fold into the neuron's own kernel, so they cannot be dilated or resized")
         # "Perforation": dendrites read a gradient-killed input, so no error flows through them into
         # earlier layers (CC mode). GD mode leaves this off and trains everything jointly.
         self.perforated = False
@@ -86,13 +96,27 @@ class DendriticLayer(nn.Module):
         """View a per-neuron vector [C] so it broadcasts over this layer's output [B, C, ...]."""
         return v.view(1, -1, *([1] * (self.main.weight.dim() - 2)))
 
+    def dendrite_shell(self) -> nn.Module:
+        """An uninitialised dendrite module: the neuron layer's shape, or for `distinct` dendrites a conv
+        with this layer's dendrite kernel and dilation (same input and output channels, 'same' padding)."""
+        m = self.main
+        if not self.distinct:
+            return copy.deepcopy(m)
+        k = self.kernel or m.kernel_size[0]
+        return skip_init(type(m), m.in_channels, m.out_channels, k, padding=self.dilation * (k - 1) // 2,
+                         dilation=self.dilation, device=m.weight.device, dtype=m.weight.dtype)
+
+    def dendrite_params(self) -> int:
+        """Parameters of one dendrite module (the neuron layer's own count unless `distinct`)."""
+        m = self.main
+        if not self.kernel:
+            return sum(p.numel() for p in m.parameters())
+        return m.out_channels * (m.in_channels * self.kernel ** len(m.kernel_size) + 1)
+
     def fresh_copy(self, pool: int = 1) -> nn.Module:
-        """A copy of the neuron layer with every parameter redrawn as randn * init_mult; `pool` > 1 gives it
-        pool x C output channels (a CC candidate pool: channel p*C + c is candidate p of neuron c)."""
-        d = copy.deepcopy(self.main)
-        if self.dilation > 1:
-            d.dilation = (self.dilation,) * len(d.kernel_size)
-            d.padding = tuple(p * self.dilation for p in d.padding)
+        """A dendrite module (`dendrite_shell`) with every parameter drawn as randn * init_mult; `pool` > 1
+        gives it pool x C output channels (a CC candidate pool: channel p*C + c is candidate p of neuron c)."""
+        d = self.dendrite_shell()
         with torch.no_grad():
             for name, p in list(d.named_parameters()):
                 setattr(d, name, nn.Parameter(torch.randn(pool * p.shape[0], *p.shape[1:], dtype=p.dtype,
@@ -156,7 +180,7 @@ class DendriticLayer(nn.Module):
         """The fused op's spec and parameter list (cascade U_0 is empty and left out); None for layers
         ops.py does not cover (Conv2d, unusual conv options). A CC candidate is not part of y: the Tape
         runs it beside the op (ops.candidate_forward) and hands cc.py its output and the neuron error."""
-        if self._fused is None or self.dilation > 1 and (self.dendrites or self.candidate is not None):
+        if self._fused is None or self.distinct and (self.dendrites or self.candidate is not None):
             return None
         key = (self.num_dendrites, self.activation, self.perforated)
         spec = self._specs.get(key)
@@ -203,26 +227,26 @@ class DendriticLayer(nn.Module):
             self.candidate.error = grad.detach()
 
     def extra_repr(self) -> str:
-        dilated = f", dilation={self.dilation}" if self.dilation > 1 else ""
-        return f"dendrites={self.num_dendrites}, activation={self.activation}{dilated}, perforated={self.perforated}"
+        reads = (f", kernel={self.kernel}" if self.kernel else "") + (f", dilation={self.dilation}" if self.dilation > 1 else "")
+        return f"dendrites={self.num_dendrites}, activation={self.activation}{reads}, perforated={self.perforated}"
 
 
 def deployed_params(layer: DendriticLayer, dendrites: int | None = None) -> int:
     """Deployment parameter count of one wrapped layer (pb-algorithm §6.2): copies + T + U.
 
-    P(k) = (k+1)*P_M + k*C + C*k(k-1)/2 when every neuron has its k dendrites; candidates are training
+    P(k) = P_M + k*P_D + k*C + C*k(k-1)/2 when every neuron has its k dendrites (P_D = P_M for a copy); candidates are training
     scaffolding and are not counted. `dendrites` gives the count for k dendrites on every neuron (default:
     the installed model, counted from `installed_channels`). With selective installation dendrite j is deployed on n_j nested
     channels: n_j * (P_M/C + 1 + j), plus C channel-order indices (int32) to put the neurons back in order.
     Linear dendrites fold into the neuron's own weights (export/fold.py), so they deploy at P_M whatever k.
     """
     c = layer.num_neurons
-    p_main = sum(p.numel() for p in layer.main.parameters())
+    p_main, p_dend = sum(p.numel() for p in layer.main.parameters()), layer.dendrite_params()
     if layer.activation == "linear":
         return p_main
     if dendrites is not None:  # a bound for k dendrites on every neuron (block/sizing.py's)
         k = dendrites
-        return (k + 1) * p_main + k * c + c * k * (k - 1) // 2
+        return p_main + k * p_dend + k * c + c * k * (k - 1) // 2
     widths = [int(m.sum()) for m in layer.installed_channels()]
     order = 0 if layer.channel_order() is None else c
-    return p_main + sum(n * (p_main // c + 1 + j) for j, n in enumerate(widths)) + order
+    return p_main + sum(n * (p_dend // c + 1 + j) for j, n in enumerate(widths)) + order

@@ -53,6 +53,7 @@ class PBConfig:
     # empty: `scope` decides
     layers: tuple[str, ...] = ()
     dilation: int = 1  # conv dendrites read the input with this dilation (a wider receptive field, same params)
+    kernel: int = 0  # conv dendrites' kernel size (0: the neuron's own; 1: pointwise, cheaper; longer: more context)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -67,16 +68,18 @@ class PBConfig:
             raise ConfigError(f"install noise ratio must be >= 0, got {self.install_noise_ratio}")
         if self.dilation < 1:
             raise ConfigError(f"dendrite dilation must be >= 1, got {self.dilation}")
-        if self.dilation > 1 and self.activation == "linear":
-            raise ConfigError("linear dendrites fold into the neuron's own kernel, so they cannot be dilated: "
-                              "use tanh or relu with a dendrite dilation above 1")
+        if self.kernel < 0 or self.kernel % 2 == 0 and self.kernel:
+            raise ConfigError(f"dendrite kernel must be 0 (the neuron's own) or odd, got {self.kernel}")
+        if (self.dilation > 1 or self.kernel) and self.activation == "linear":
+            raise ConfigError("linear dendrites fold into the neuron's own kernel, so they cannot be dilated or "
+                              "resized: use tanh or relu with a dendrite dilation or kernel")
         if self.install_noise_ratio > 0 and self.activation == "sigmoid":
             raise ConfigError("selective installation needs a dendrite activation with f(0) = 0 (tanh or relu), "
                               "not sigmoid")
 
 
 def wrap_layers(net: nn.Module, scope: Scope, activation: Activation, init_mult: float,
-                layers: tuple[str, ...] = (), dilation: int = 1) -> dict[str, DendriticLayer]:
+                layers: tuple[str, ...] = (), dilation: int = 1, kernel: int = 0) -> dict[str, DendriticLayer]:
     """Replace the Linear and/or Conv submodules of `net` (by `scope`, or exactly the named `layers`) by
     DendriticLayers, in place. 'conv' exists because a dendrite is a full copy of its layer: on the
     classifier that copy adds params but no features (bench/why_dendrites.py); `layers` lets a user (or the
@@ -93,7 +96,7 @@ def wrap_layers(net: nn.Module, scope: Scope, activation: Activation, init_mult:
     for name, module in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
-        layer = DendriticLayer(module, activation, init_mult, dilation)
+        layer = DendriticLayer(module, activation, init_mult, dilation, kernel)
         setattr(parent, attr, layer)
         wrapped[name] = layer
     return wrapped
@@ -117,8 +120,8 @@ class DendriticModel(nn.Module):
         self.schedule = PhaseSchedule(schedule or ScheduleConfig(), cfg.mode)  # the mode lives in PBConfig
         self.make_optimizer = make_optimizer or (lambda ps: torch.optim.Adam(ps, lr=1e-3))
         self.make_scheduler = make_scheduler
-        self.layers: dict[str, DendriticLayer] = (
-            {} if cfg.mode == "traditional" else wrap_layers(net, cfg.scope, cfg.activation, cfg.init_mult, cfg.layers, cfg.dilation))
+        self.layers: dict[str, DendriticLayer] = {} if cfg.mode == "traditional" else wrap_layers(
+            net, cfg.scope, cfg.activation, cfg.init_mult, cfg.layers, cfg.dilation, cfg.kernel)
         # fused: train with ops.py's hand-written backward (Tape and fused layer op); False: plain autograd
         self.fused = fused
         for layer in self.layers.values():

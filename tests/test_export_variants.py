@@ -65,15 +65,16 @@ def test_selective_installation_exports(activation: str, tmp_path) -> None:
     assert report["parity"]["tflm_max_lsb"] <= 2
 
 
-@pytest.mark.parametrize("conv_type", ["conv1d", "conv2d"])
-def test_dilated_dendrites_export(conv_type: str, tmp_path) -> None:
-    """Dilated dendrites are a second (dilated) convolution beside the neurons' one: it converts, quantizes
-    and runs in TFLite Micro."""
+@pytest.mark.parametrize("conv_type, reads", [("conv1d", {"dilation": 2}), ("conv2d", {"dilation": 2}),
+                                              ("conv1d", {"kernel": 1}), ("conv1d", {"kernel": 5, "dilation": 2})])
+def test_distinct_dendrites_export(conv_type: str, reads: dict, tmp_path) -> None:
+    """Dendrites that read the input differently (dilated, pointwise, longer) are a second convolution beside
+    the neurons' one: it converts, quantizes and runs in TFLite Micro."""
     from dendritic import DendriticModel, PBConfig
 
     torch.manual_seed(5)
     dm = DendriticModel(KWSNet(preset("ei-default", 650, 3, conv_type=conv_type)),
-                        PBConfig(mode="cc", scope="conv", activation="tanh", dilation=2))
+                        PBConfig(mode="cc", scope="conv", activation="tanh", **reads))
     for layer in dm.layers.values():
         for _ in range(2):
             layer.add_dendrite()
@@ -84,7 +85,7 @@ def test_dilated_dendrites_export(conv_type: str, tmp_path) -> None:
                 p.normal_(std=float(layer.main.weight.std()))
     x = _load("X_split_test.npy")
     report = export_all(dm.net.eval(), tmp_path, x, x[:100])
-    assert report["ops"]["CONV_2D"] == 4  # neurons and dilated dendrites: two per layer
+    assert report["ops"]["CONV_2D"] == 4  # neurons and dendrites: two per layer
     assert report["params"] == dm.deployed_params()
     assert report["parity"]["tflite_max_abs_diff"] <= 1e-4
     assert report["parity"]["tflm_max_lsb"] <= 2

@@ -301,17 +301,24 @@ def test_selective_installation_with_every_neuron_is_the_plain_fold() -> None:
     assert folded.convs[0].layer.weight.shape[0] == 3 * net.convs[0].main.weight.shape[0]
 
 
+READS = {"dilation 2": {"dilation": 2}, "pointwise": {"kernel": 1}, "kernel 5": {"kernel": 5},
+         "kernel 5, dilation 2": {"kernel": 5, "dilation": 2}}
+
+
 @pytest.mark.parametrize("conv_type", ["conv1d", "conv2d"])
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_dilated_dendrites_fold_exactly_and_count_their_params(conv_type: str, activation: str, k: int) -> None:
-    """Dendrites with a wider receptive field (dilation 2): a second stacked convolution beside the
-    neurons', exact, and the deployment formula (same weight shapes as a copy) is the true count."""
+@pytest.mark.parametrize("reads", READS)
+def test_distinct_dendrites_fold_exactly_and_count_their_params(conv_type: str, activation: str, k: int,
+                                                                reads: str) -> None:
+    """Conv dendrites that read the input differently from their neurons (a dilation, a pointwise or a
+    longer kernel): a second stacked convolution beside the neurons', exact, and the deployment formula
+    (with the dendrite's own kernel) is the true count."""
     from dendritic import DendriticModel, PBConfig
 
     torch.manual_seed(30 + k)
     dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type)),
-                        PBConfig(mode="cc", scope="all", activation=activation, dilation=2))
+                        PBConfig(mode="cc", scope="all", activation=activation, **READS[reads]))
     for layer in dm.layers.values():
         for _ in range(k):
             layer.add_dendrite()
@@ -320,15 +327,19 @@ def test_dilated_dendrites_fold_exactly_and_count_their_params(conv_type: str, a
                 p.normal_(std=0.3)
             for t in layer.out_weights:  # mixed signs: a ReLU fold drops an all-(+1) T row (no Mul to emit)
                 t[0] = -t[0].abs()
-    assert dm.layers["convs.0"].dendrites[0].dilation == (2,) * (1 if conv_type == "conv1d" else 2)
-    assert dm.layers["linears.0"].dilation == 1  # (a Linear has no receptive field to widen)
+    spatial = 1 if conv_type == "conv1d" else 2
+    dendrite = dm.layers["convs.0"].dendrites[0]
+    assert dendrite.dilation == (READS[reads].get("dilation", 1),) * spatial
+    assert dendrite.kernel_size == (READS[reads].get("kernel", 3),) * spatial
+    assert not dm.layers["linears.0"].distinct  # (a Linear has no receptive field to change)
     net = dm.net.eval()
     folded = fold_model(net)
     x = torch.randn(16, N_FEATURES)
     assert max_diff(net, folded, x) <= 1e-5
     assert max_diff(folded, without_dendrites(net), x) > 1e-3
     conv0 = folded.convs[0]
-    assert conv0.dendrite_layer.dilation == dm.layers["convs.0"].dendrites[0].dilation
+    assert conv0.dendrite_layer.dilation == dendrite.dilation
+    assert conv0.dendrite_layer.kernel_size == dendrite.kernel_size
     assert conv0.dendrite_layer.weight.shape[0] == k * conv0.layer.weight.shape[0]
     assert folded.linears[-1].dendrite_layer is None  # the classifier's copies still stack with it
     assert sum(p.numel() for p in folded.parameters()) == dm.deployed_params()

@@ -461,5 +461,23 @@ def test_dilated_dendrites_reject_what_cannot_fold():
         PBConfig(mode="cc", activation="linear", dilation=2).validate()
     with pytest.raises(ConfigError, match="dendrite dilation must be >= 1"):
         PBConfig(mode="cc", dilation=0).validate()
+    with pytest.raises(ConfigError, match="dendrite kernel must be 0 .* or odd, got 4"):
+        PBConfig(mode="cc", kernel=4).validate()
+    with pytest.raises(ConfigError, match="cannot be dilated or resized"):
+        PBConfig(mode="gd", activation="linear", kernel=1).validate()
     with pytest.raises(ValueError, match="'same'-padded"):
         DendriticLayer(nn.Conv1d(3, 4, 3, padding=0), "tanh", dilation=2)
+
+
+def test_pointwise_dendrites_cost_less_and_a_pool_installs_them():
+    """kernel 1: each dendrite costs C*(C_in + 1) instead of a copy's C*(3*C_in + 1); a CC candidate pool
+    of such dendrites installs pointwise modules."""
+    layer = DendriticLayer(nn.Conv1d(6, 4, 3, padding=1), "tanh", kernel=1)
+    assert layer.dendrite_params() == 4 * (6 + 1)
+    assert deployed_params(layer, 2) == (4 * 19) + 2 * 28 + 2 * 4 + 4
+    cc.begin_candidates(layer, pool=3)
+    assert layer.candidate.module.weight.shape == (12, 6, 1)
+    layer.candidate.best_score = torch.rand(12)
+    cc.install_candidates([layer])
+    assert layer.dendrites[0].weight.shape == (4, 6, 1) and layer.dendrites[0].padding == (0,)
+    assert deployed_params(layer) == deployed_params(layer, 1)

@@ -30,6 +30,7 @@ def sized(budget: int, n_classes: int, *flags: str):
     ("--model-format", "cc", "--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform"),
     ("--model-format", "cc", "--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform",
      "--perforate-layers", "convs.2", "--install-noise-ratio", "2"),
+    ("--model-format", "cc", "--perforate", "conv", "--dendrite-kernel", "1", "--dendrite-dilation", "2"),
 ])
 def test_the_model_never_exceeds_the_budget(budget: int, n_classes: int, flags: tuple[str, ...]) -> None:
     run, chosen = sized(budget, n_classes, *flags)
