@@ -25,49 +25,38 @@ from bench import common
 
 DATASETS = ("gsc12-real", "commands12", "hello-world")
 BUDGETS = (1000, 2000, 4000, 8000, 16000)
+UNIFORM3 = ["--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform"]  # the default's shape
+
+
+def cc(scope: str, k: int, *extra: str) -> list[str]:
+    """Block flags of a CC configuration: `scope` for --perforate (or a layer name for --perforate-layers)."""
+    where = ["--perforate", scope] if scope in ("conv", "all", "linear") else ["--perforate-layers", scope]
+    return ["--model-format", "cc", *where, "--max-dendrites", str(k), *extra]
+
+
 GRID = {  # family -> {name: block flags}; every one is sized to the budget with --max-params
     "traditional": {
         "2 conv, doubling": ["--model-format", "traditional"],
-        "3 conv, uniform": ["--model-format", "traditional", "--model-preset", "custom", "--conv-layers", "3",
-                            "--width-growth", "uniform"],
+        "3 conv, uniform": ["--model-format", "traditional", *UNIFORM3],
     },
     "dendritic": {
-        "cc, conv scope, k<=1": ["--model-format", "cc", "--perforate", "conv", "--max-dendrites", "1"],
-        "cc, conv scope, k<=2": ["--model-format", "cc", "--perforate", "conv", "--max-dendrites", "2"],
-        "cc, all layers, k<=1": ["--model-format", "cc", "--perforate", "all", "--max-dendrites", "1"],
+        "cc, conv scope, k<=1": cc("conv", 1),
+        "cc, conv scope, k<=2": cc("conv", 2),
+        "cc, all layers, k<=1": cc("all", 1),
         # grown from the base that won the traditional selection everywhere (3 uniform conv layers)
-        "cc, conv scope, k<=1, 3 conv uniform": ["--model-format", "cc", "--perforate", "conv", "--max-dendrites",
-                                                 "1", "--model-preset", "custom", "--conv-layers", "3",
-                                                 "--width-growth", "uniform"],
+        "cc, conv scope, k<=1, 3 conv uniform": cc("conv", 1, *UNIFORM3),
         # Cascade-Correlation's candidate pool: 4 candidates per neuron, each neuron installs its best
-        "cc, conv scope, k<=1, 3 conv uniform, pool 4": ["--model-format", "cc", "--perforate", "conv",
-                                                         "--max-dendrites", "1", "--model-preset", "custom",
-                                                         "--conv-layers", "3", "--width-growth", "uniform",
-                                                         "--candidate-pool", "4"],
+        "cc, conv scope, k<=1, 3 conv uniform, pool 4": cc("conv", 1, *UNIFORM3, "--candidate-pool", "4"),
         # selective installation: dendrites only on neurons whose candidate beats 2x its noise level
-        "cc, conv scope, k<=2, 3 conv uniform, selective 2x": ["--model-format", "cc", "--perforate", "conv",
-                                                               "--max-dendrites", "2", "--model-preset", "custom",
-                                                               "--conv-layers", "3", "--width-growth", "uniform",
-                                                               "--install-noise-ratio", "2"],
+        "cc, conv scope, k<=2, 3 conv uniform, selective 2x": cc("conv", 2, *UNIFORM3, "--install-noise-ratio", "2"),
         # a per-layer choice: only the last convolution, whose neurons' candidates correlate best
-        "cc, last conv only, k<=2, 3 conv uniform": ["--model-format", "cc", "--perforate-layers", "convs.2",
-                                                     "--max-dendrites", "2", "--model-preset", "custom",
-                                                     "--conv-layers", "3", "--width-growth", "uniform"],
+        "cc, last conv only, k<=2, 3 conv uniform": cc("convs.2", 2, *UNIFORM3),
         # dendrites with a wider receptive field (dilation 2) at a copy's cost: context the neuron lacks
-        "cc, conv scope, k<=1, 3 conv uniform, dilation 2": ["--model-format", "cc", "--perforate", "conv",
-                                                             "--max-dendrites", "1", "--model-preset", "custom",
-                                                             "--conv-layers", "3", "--width-growth", "uniform",
-                                                             "--dendrite-dilation", "2"],
+        "cc, conv scope, k<=1, 3 conv uniform, dilation 2": cc("conv", 1, *UNIFORM3, "--dendrite-dilation", "2"),
         # pointwise (1-wide) dendrites: a third of a copy's params, so the sized base stays wider
-        "cc, conv scope, k<=2, 3 conv uniform, pointwise": ["--model-format", "cc", "--perforate", "conv",
-                                                            "--max-dendrites", "2", "--model-preset", "custom",
-                                                            "--conv-layers", "3", "--width-growth", "uniform",
-                                                            "--dendrite-kernel", "1"],
+        "cc, conv scope, k<=2, 3 conv uniform, pointwise": cc("conv", 2, *UNIFORM3, "--dendrite-kernel", "1"),
         # linear dendrites fold into the neurons: training-time capacity at zero deployed params
-        "cc linear, all layers, k<=2, 3 conv uniform": ["--model-format", "cc", "--dendrite-activation", "linear",
-                                                        "--perforate", "all", "--max-dendrites", "2",
-                                                        "--model-preset", "custom", "--conv-layers", "3",
-                                                        "--width-growth", "uniform"],
+        "cc linear, all layers, k<=2, 3 conv uniform": cc("all", 2, *UNIFORM3, "--dendrite-activation", "linear"),
     },
 }
 RESULTS_JSON = common.RESULTS_DIR / "frontier.json"

@@ -73,6 +73,26 @@ def foreign_modules(model: nn.Module) -> list[str]:
             if n and type(m).__module__.split(".")[0] == "dendritic" and type(m).__module__ != home]
 
 
+def grown(cfg, k: int, conv_type: str = "conv1d", mixed_signs: bool = False):
+    """A DendriticModel on an ei-default KWSNet with k dendrites on every wrapped layer and every dendrite
+    parameter (T and U included) drawn N(0, 0.2). mixed_signs: T > 0 on neurons 0 and 5 only, < 0 elsewhere
+    (a ReLU fold leaves out the Mul of an all-(+1) T row, which would change the count)."""
+    from dendritic import DendriticModel
+
+    dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type)), cfg)
+    for layer in dm.layers.values():
+        for _ in range(k):
+            layer.add_dendrite()
+        with torch.no_grad():
+            for p in [*layer.out_weights, *layer.cascade, *layer.dendrite_parameters()]:
+                p.normal_(std=0.2)
+            if mixed_signs:
+                sign = torch.tensor([1.0 if c in (0, 5) else -1.0 for c in range(layer.num_neurons)])
+                for t in layer.out_weights:
+                    t.abs_().mul_(sign)
+    return dm
+
+
 @pytest.mark.parametrize("conv_type", ["conv1d", "conv2d"])
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
 @pytest.mark.parametrize("style", ["gd", "cc"])
@@ -196,19 +216,12 @@ def test_conv_scope_folds_exactly_and_counts_its_params(activation: str, k: int)
 def test_linear_dendrites_fold_into_the_neurons_at_zero_deployed_params(scope: str, k: int) -> None:
     """A linear (identity) dendrite is an affine map of the layer's input, cascades included: the fold
     merges it into the neuron's own weights, exactly, and the deployed model is the plain net's size."""
-    from dendritic import DendriticModel, PBConfig
+    from dendritic import PBConfig
     from dendritic.model import count_params
 
     torch.manual_seed(10 + k)
     base = count_params(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES)))
-    dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES)),
-                        PBConfig(mode="cc", scope=scope, activation="linear"))
-    for layer in dm.layers.values():
-        for _ in range(k):
-            layer.add_dendrite()
-        with torch.no_grad():
-            for p in [*layer.out_weights, *layer.cascade, *layer.dendrite_parameters()]:
-                p.normal_(std=0.3)
+    dm = grown(PBConfig(mode="cc", scope=scope, activation="linear"), k)
     net = dm.net.eval()
     folded = fold_model(net)
     x = torch.randn(16, N_FEATURES)
@@ -242,23 +255,11 @@ def test_selective_installation_folds_exactly_and_deploys_only_installed_channel
     """Dendrite channels left exactly zero (neurons that did not get a dendrite) are left out of the folded
     layer: the stacked layer has n_1 + ... + n_k + C outputs, a GATHER restores the neuron order, the fold is
     exact and the deployment formula (with the C order indices) is the folded model's true count."""
-    from dendritic import DendriticModel, PBConfig
+    from dendritic import PBConfig
 
     torch.manual_seed(20 + k)
-    dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type)),
-                        PBConfig(mode="cc", scope="all", activation=activation))
+    dm = grown(PBConfig(mode="cc", scope="all", activation=activation), k, conv_type, mixed_signs=True)
     full = dm.deployed_params(k)
-    for layer in dm.layers.values():
-        for _ in range(k):
-            layer.add_dendrite()
-        with torch.no_grad():
-            for p in [*layer.out_weights, *layer.cascade, *layer.dendrite_parameters()]:
-                p.normal_(std=0.3)
-    for layer in dm.layers.values():  # mixed T signs: a ReLU fold drops an all-(+1) T row (no Mul to emit)
-        sign = torch.tensor([1.0 if c in (0, 5) else -1.0 for c in range(layer.num_neurons)])
-        with torch.no_grad():
-            for t in layer.out_weights:
-                t.abs_().mul_(sign)
     select_channels(dm.layers.values(), keep_first=[5, 0, 2, 7], keep_more=[2, 7])
     net = dm.net.eval()
     folded = fold_model(net)
@@ -275,16 +276,10 @@ def test_selective_installation_folds_exactly_and_deploys_only_installed_channel
 
 
 def test_a_dendrite_installed_on_no_neuron_is_not_deployed() -> None:
-    from dendritic import DendriticModel, PBConfig
+    from dendritic import PBConfig
 
     torch.manual_seed(3)
-    dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES)), PBConfig(mode="cc", scope="conv"))
-    for layer in dm.layers.values():
-        layer.add_dendrite()
-        layer.add_dendrite()
-        with torch.no_grad():
-            for p in [*layer.out_weights, *layer.cascade, *layer.dendrite_parameters()]:
-                p.normal_(std=0.5)
+    dm = grown(PBConfig(mode="cc", scope="conv"), 2)
     select_channels(dm.layers.values(), keep_first=[1, 3], keep_more=[])
     net = dm.net.eval()
     folded = fold_model(net)
@@ -314,19 +309,11 @@ def test_distinct_dendrites_fold_exactly_and_count_their_params(conv_type: str, 
     """Conv dendrites that read the input differently from their neurons (a dilation, a pointwise or a
     longer kernel): a second stacked convolution beside the neurons', exact, and the deployment formula
     (with the dendrite's own kernel) is the true count."""
-    from dendritic import DendriticModel, PBConfig
+    from dendritic import PBConfig
 
     torch.manual_seed(30 + k)
-    dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type)),
-                        PBConfig(mode="cc", scope="all", activation=activation, **READS[reads]))
-    for layer in dm.layers.values():
-        for _ in range(k):
-            layer.add_dendrite()
-        with torch.no_grad():
-            for p in [*layer.out_weights, *layer.cascade, *layer.dendrite_parameters()]:
-                p.normal_(std=0.3)
-            for t in layer.out_weights:  # mixed signs: a ReLU fold drops an all-(+1) T row (no Mul to emit)
-                t[0] = -t[0].abs()
+    dm = grown(PBConfig(mode="cc", scope="all", activation=activation, **READS[reads]), k, conv_type,
+               mixed_signs=True)
     spatial = 1 if conv_type == "conv1d" else 2
     dendrite = dm.layers["convs.0"].dendrites[0]
     assert dendrite.dilation == (READS[reads].get("dilation", 1),) * spatial

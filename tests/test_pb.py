@@ -72,11 +72,12 @@ def test_cc_install_preserves_the_function():
     torch.testing.assert_close(layer(x), before, rtol=1e-6, atol=1e-6)
 
 
-def _net_grads(perforated_dendrites: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Gradients of the first conv's neuron weights, with k installed CC dendrites in every layer."""
+def _net_grads(perforated_dendrites: int, seed: int = 0, **pb) -> dict[str, torch.Tensor]:
+    """Gradients of the first conv's neuron weights, with k installed CC dendrites in every layer (`pb`:
+    more PBConfig fields, e.g. a dilation)."""
     torch.manual_seed(seed)
     net = KWSNet(preset("ei-default", 650, 3, dropout=0.0))
-    dm = DendriticModel(net, PBConfig(mode="cc"), schedule=ScheduleConfig())
+    dm = DendriticModel(net, PBConfig(mode="cc", **pb), schedule=ScheduleConfig())
     torch.manual_seed(1)
     for layer in dm.layers.values():
         for _ in range(perforated_dendrites):
@@ -434,26 +435,10 @@ def test_a_per_layer_choice_wraps_exactly_the_named_layers():
 def test_perforation_holds_for_dilated_dendrites():
     """CC dendrites with a wider receptive field still read a gradient-killed input: with T = 0 the neurons'
     gradients are those of the net without dendrites."""
-    def grads(k: int) -> dict[str, torch.Tensor]:
-        torch.manual_seed(0)
-        net = KWSNet(preset("ei-default", 650, 3, dropout=0.0))
-        dm = DendriticModel(net, PBConfig(mode="cc", dilation=3), schedule=ScheduleConfig())
-        torch.manual_seed(1)
-        for layer in dm.layers.values():
-            for _ in range(k):
-                layer.add_dendrite()
-                with torch.no_grad():
-                    layer.dendrites[-1].weight.normal_()
-        g = torch.Generator().manual_seed(0)
-        x, y = torch.randn(16, 650, generator=g), torch.randint(0, 3, (16,), generator=g)
-        net.train()
-        nn.functional.cross_entropy(dm(x), y).backward()
-        return {n: p.grad.clone() for n, p in net.named_parameters() if "main" in n and p.grad is not None}
-
-    plain, perforated = grads(0), grads(2)
+    plain, perforated = _net_grads(0, dilation=3), _net_grads(2, dilation=3)
     assert plain.keys() == perforated.keys() and plain
-    for name in plain:
-        torch.testing.assert_close(perforated[name], plain[name], rtol=1e-5, atol=1e-7)  # (the k = 0 net runs the fused op: rounding)
+    for name in plain:  # (the k = 0 net runs the fused op, the dilated one the reference ops: rounding)
+        torch.testing.assert_close(perforated[name], plain[name], rtol=1e-5, atol=1e-7)
 
 
 def test_dilated_dendrites_reject_what_cannot_fold():
