@@ -108,7 +108,9 @@ def select_one(job: tuple) -> dict:
 def chosen_configs(selection: list[dict]) -> dict[tuple, str]:
     """(dataset, budget, family) -> the configuration with the best mean validation accuracy."""
     best: dict[tuple, tuple[float, str]] = {}
-    for (ds, b, fam, name) in {(r["dataset"], r["budget"], r["family"], r["name"]) for r in selection}:
+    order = [n for fam in GRID.values() for n in fam]  # ties go to the earlier grid entry, not to set order
+    keys = {(r["dataset"], r["budget"], r["family"], r["name"]) for r in selection if r["name"] in order}
+    for (ds, b, fam, name) in sorted(keys, key=lambda k: (k[0], k[1], k[2], order.index(k[3]))):
         vals = [r["val"] for r in selection if (r["dataset"], r["budget"], r["family"], r["name"]) == (ds, b, fam, name)
                 and "val" in r]
         if vals:
