@@ -22,8 +22,9 @@ Training cost grows with P; the installed dendrite, and so the deployed model, i
 
 *Selective installation*: a neuron only gets its dendrite when the candidate's correlation is clearly above
 noise. The noise level is measured, not assumed: every batch the same candidate output is also correlated
-with the neuron error shuffled across the batch's clips (which keeps each clip's own time structure), and
-kept as the best epoch |rho| exactly like the real score. A neuron passes when its score >= ratio x its
+with the neuron error of *another* clip of the (shuffled) batch (rolled by one clip, which keeps each clip's
+own time structure and draws no random numbers), and kept as the best epoch |rho| exactly like the real
+score. A neuron passes when its score >= ratio x its
 noise (and it has a score at all: a dead neuron's error is 0). Channels that do not pass are installed as
 exact zeros (weights, bias, cascade weights, T); with tanh/relu they stay exactly zero in training (every
 gradient they see is 0), contribute exactly 0, and export/fold.py leaves them out of the deployed model.
@@ -71,9 +72,9 @@ class Candidate:
         return [*self.module.parameters(), self.cascade]
 
 
-def begin_candidates(layer: DendriticLayer, pool: int = 1) -> list[nn.Parameter]:
+def begin_candidates(layer: DendriticLayer, pool: int = 1, noise: bool = False) -> list[nn.Parameter]:
     """Attach `pool` fresh random candidates per neuron (and zero cascade weights V) to `layer`; return
-    their parameters."""
+    their parameters. `noise`: also measure each candidate's noise level (for selective installation)."""
     c, k, dev = pool * layer.num_neurons, layer.num_dendrites, layer.main.weight.device
     module = layer.fresh_copy(pool)
     cascade = nn.Parameter(torch.zeros(k, c, device=dev, dtype=layer.main.weight.dtype))
@@ -81,7 +82,8 @@ def begin_candidates(layer: DendriticLayer, pool: int = 1) -> list[nn.Parameter]
         module, cascade, running=torch.zeros(c, device=dev), epoch_sum=torch.zeros(c, device=dev),
         best_score=torch.full((c,), -1.0, device=dev),
         best_params=[p.detach().clone() for p in module.parameters()], best_cascade=cascade.detach().clone(),
-        pool=pool, null_sum=torch.zeros(c, device=dev), null_best=torch.zeros(c, device=dev))
+        pool=pool, null_sum=torch.zeros(c, device=dev) if noise else None,
+        null_best=torch.zeros(c, device=dev) if noise else None)
     return layer.candidate.parameters()
 
 
@@ -129,8 +131,8 @@ def candidate_backward(layers: list[DendriticLayer]) -> None:
         st = layer.candidate
         e = st.error if st.pool == 1 else st.error.repeat(1, st.pool, *[1] * (st.error.dim() - 2))
         rho, drho = correlation_and_grad(st.out.detach(), e)
-        perm = torch.randperm(e.shape[0], device=e.device)  # the noise level: same output, shuffled clips
-        st.null_sum += neuron_correlation(st.out.detach(), e[perm])
+        if st.null_sum is not None:  # the noise level: the same output against another clip's error
+            st.null_sum += neuron_correlation(st.out.detach(), e.roll(1, 0))
         st.running = rho if st.batches == 0 else EMA_DECAY * st.running + (1 - EMA_DECAY) * rho
         st.epoch_sum += rho
         st.batches += 1
@@ -160,8 +162,9 @@ def end_candidate_epoch(layers: list[DendriticLayer], rel_gain: float = 0.02) ->
                 best[better] = p.detach()[better]
             st.best_cascade[:, better] = st.cascade.detach()[:, better]
             st.best_score = torch.where(better, score, st.best_score)
-            torch.maximum(st.null_best, (st.null_sum / st.batches).abs(), out=st.null_best)
-            st.null_sum.zero_()
+            if st.null_sum is not None:
+                torch.maximum(st.null_best, (st.null_sum / st.batches).abs(), out=st.null_best)
+                st.null_sum.zero_()
         # one host sync per layer per epoch; a pool counts each neuron's best member
         mean = float(st.best_score.view(st.pool, -1).amax(0).mean() if st.pool > 1 else score.mean())
         if mean > st.best_mean * (1 + rel_gain) + 1e-6:
@@ -177,6 +180,8 @@ def selected_channels(layer: DendriticLayer, noise_ratio: float) -> torch.Tensor
     st, c = layer.candidate, layer.num_neurons
     keep = torch.ones(c, dtype=torch.bool, device=st.best_score.device)
     if noise_ratio > 0 and layer.activation != "linear":  # (linear dendrites deploy at zero params anyway)
+        if st.null_best is None:
+            raise ValueError("selective installation needs candidates begun with noise=True")
         score, null = st.best_score.view(st.pool, c), st.null_best.view(st.pool, c)
         best = score.argmax(0, keepdim=True)
         score, null = score.gather(0, best)[0], null.gather(0, best)[0]

@@ -123,7 +123,7 @@ def test_cc_correlation_rises_on_a_learnable_residual():
     x = torch.randn(512, 4)
     target = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 2 * torch.tanh(3 * (x[:, :1] - 0.5))
     net = nn.Sequential(nn.Linear(4, 1))
-    dm = DendriticModel(net, PBConfig(mode="cc", scope="linear", init_mult=0.1),
+    dm = DendriticModel(net, PBConfig(mode="cc", scope="linear", init_mult=0.1, install_noise_ratio=3.0),
                         lambda ps: torch.optim.Adam(ps, lr=0.05),
                         ScheduleConfig(switch_patience=1, dendrite_patience=100,
                                        max_dendrite_epochs=100, improvement_threshold=0.5))
@@ -142,9 +142,14 @@ def test_cc_correlation_rises_on_a_learnable_residual():
         dm.end_epoch()
     assert scores[0] < 0.1 and scores[-1] > 0.5, scores
     assert all(b >= a - 1e-3 for a, b in pairwise(scores)), scores  # rises steadily
+    # the measured noise level (the output against another sample's error) stays far below the real score,
+    # so selective installation (ratio 3) keeps the neuron
+    st = layer.candidate
+    assert float(st.null_best[0]) < 0.1 < 0.5 < float(st.best_score[0])
     # the installed dendrite then lets the neuron phase beat the linear fit
     dm.schedule.dendrite_epochs = dm.schedule.cfg.max_dendrite_epochs - 1
     assert dm.end_epoch().action is Action.INSTALL_DENDRITES
+    assert layer.installed_channels()[0].tolist() == [True]
     linear_mse = nn.functional.mse_loss(dm(x), target).item()
     for _ in range(300):
         dm.training_step(x, target, nn.functional.mse_loss)
@@ -337,7 +342,7 @@ def test_installed_cc_dendrites_freeze_or_fine_tune(update):
 def _candidate_layer(pool: int = 1) -> DendriticLayer:
     torch.manual_seed(0)
     layer = DendriticLayer(nn.Linear(6, 4), "tanh")
-    cc.begin_candidates(layer, pool)
+    cc.begin_candidates(layer, pool, noise=True)
     with torch.no_grad():
         for best in layer.candidate.best_params:
             best.normal_()
@@ -368,7 +373,7 @@ def test_selective_installation_keeps_neurons_above_their_noise_level_nested():
     cc.install_candidates([layer], noise_ratio=2.0)
     assert layer.installed_channels()[0].tolist() == [True, False, False, True]
     assert (layer.dendrites[0].weight[1:3] == 0).all() and (layer.dendrites[0].weight[[0, 3]] != 0).all()
-    cc.begin_candidates(layer)  # every neuron well above noise now; only those with dendrite 0 may get 1
+    cc.begin_candidates(layer, noise=True)  # every neuron well above noise now; only those with dendrite 0 may get 1
     layer.candidate.best_score = torch.full((4,), 0.5)
     cc.install_candidates([layer], noise_ratio=2.0)
     assert [m.tolist() for m in layer.installed_channels()] == [[True, False, False, True]] * 2
@@ -387,7 +392,7 @@ def test_neurons_without_a_dendrite_stay_exactly_zero_through_training(activatio
                         schedule=ScheduleConfig())
     layers = list(dm.layers.values())
     for layer in layers:
-        cc.begin_candidates(layer)
+        cc.begin_candidates(layer, noise=True)
         st = layer.candidate
         st.best_score = torch.rand(layer.num_neurons) * 0.1
         st.null_best = torch.full((layer.num_neurons,), 0.025)
