@@ -24,8 +24,8 @@ Training cost grows with P; the installed dendrite, and so the deployed model, i
 noise. The noise level is measured, not assumed: every batch the same candidate output is also correlated
 with the neuron error of *another* clip of the (shuffled) batch (rolled by one clip, which keeps each clip's
 own time structure and draws no random numbers), and kept as the best epoch |rho| exactly like the real
-score. A neuron passes when its score >= ratio x its
-noise (and it has a score at all: a dead neuron's error is 0). Channels that do not pass are installed as
+score. A neuron passes when its score >= ratio x its noise (and it has a score at all: a dead neuron's error
+is 0). Channels that do not pass are installed as
 exact zeros (weights, bias, cascade weights, T); with tanh/relu they stay exactly zero in training (every
 gradient they see is 0), contribute exactly 0, and export/fold.py leaves them out of the deployed model.
 A later dendrite only goes to neurons that got the earlier ones, so the installed channels are nested.
@@ -55,9 +55,9 @@ class Candidate:
     running: torch.Tensor  # EMA of per-neuron correlation rho_c (signed)
     epoch_sum: torch.Tensor  # sum of batch rho_c this epoch, for the epoch score
     best_score: torch.Tensor  # best |epoch-mean rho_c| so far
-    best_params: list[torch.Tensor]  # per-channel snapshot of candidate parameters (row c = neuron c)
+    best_params: list[torch.Tensor]  # per-channel snapshot of candidate parameters (row p*C + c: neuron c)
     best_cascade: torch.Tensor  # per-channel snapshot of V, shape [k, C]
-    null_sum: torch.Tensor | None = None  # the same with the error shuffled across clips (noise level)
+    null_sum: torch.Tensor | None = None  # the same against another clip's error (the noise level)
     null_best: torch.Tensor | None = None  # best |epoch-mean null rho| so far
     batches: int = 0
     best_mean: float = 0.0  # best mean |epoch rho| over the layer's channels (drives the phase's patience)

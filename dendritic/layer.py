@@ -227,17 +227,19 @@ class DendriticLayer(nn.Module):
             self.candidate.error = grad.detach()
 
     def extra_repr(self) -> str:
-        reads = (f", kernel={self.kernel}" if self.kernel else "") + (f", dilation={self.dilation}" if self.dilation > 1 else "")
+        reads = f", kernel={self.kernel}" if self.kernel else ""
+        reads += f", dilation={self.dilation}" if self.dilation > 1 else ""
         return f"dendrites={self.num_dendrites}, activation={self.activation}{reads}, perforated={self.perforated}"
 
 
 def deployed_params(layer: DendriticLayer, dendrites: int | None = None) -> int:
     """Deployment parameter count of one wrapped layer (pb-algorithm §6.2): copies + T + U.
 
-    P(k) = P_M + k*P_D + k*C + C*k(k-1)/2 when every neuron has its k dendrites (P_D = P_M for a copy); candidates are training
-    scaffolding and are not counted. `dendrites` gives the count for k dendrites on every neuron (default:
-    the installed model, counted from `installed_channels`). With selective installation dendrite j is deployed on n_j nested
-    channels: n_j * (P_M/C + 1 + j), plus C channel-order indices (int32) to put the neurons back in order.
+    P(k) = P_M + k*P_D + k*C + C*k(k-1)/2 when every neuron has its k dendrites (P_D = P_M for a copy);
+    candidates are training scaffolding and are not counted. `dendrites` gives the count for k dendrites on
+    every neuron (default: the installed model, counted from `installed_channels`). With selective
+    installation dendrite j is deployed on n_j nested channels: n_j * (P_D/C + 1 + j), plus C channel-order
+    indices (int32) to put the neurons back in order.
     Linear dendrites fold into the neuron's own weights (export/fold.py), so they deploy at P_M whatever k.
     """
     c = layer.num_neurons

@@ -209,8 +209,8 @@ class DendriticModel(nn.Module):
                 layer.add_dendrite()
         elif action is Action.START_DENDRITE_PHASE:
             self._set_trainable(neurons=False, dendrites=False)
-            params = [p for layer in layers for p in cc.begin_candidates(layer, self.cfg.candidate_pool,
-                                                             self.cfg.install_noise_ratio > 0)]
+            noise = self.cfg.install_noise_ratio > 0  # selective installation measures each noise level
+            params = [p for layer in layers for p in cc.begin_candidates(layer, self.cfg.candidate_pool, noise)]
             self._rebuild_optimizer(params)
             return
         elif action is Action.INSTALL_DENDRITES:

@@ -7,8 +7,8 @@ torch built-ins, so nothing from the training library reaches ONNX. Dendritic la
 duck typing (attributes `main`, `dendrites`, `out_weights`, `cascade`, `activation`) so this package does
 not depend on dendritic/.
 
-Dilated dendrites (a wider receptive field than their neurons') cannot share the neurons' kernel: they
-stack into a second Conv beside it, with the same split/f/Mul/Add after.
+Dilated or resized dendrites (a wider, pointwise or longer window than their neurons') cannot share the
+neurons' kernel: they stack into a second Conv beside it, with the same split/f/Mul/Add after.
 
 Selective installation (dendritic/cc.py) leaves dendrite channels that are exactly zero: a dendritic layer
 reports them with `installed_channels()` and `channel_order()`, and the fold deploys dendrite j on its n_j
@@ -137,7 +137,7 @@ class FoldedDendriticLayer(nn.Module):
                  order: torch.Tensor | None = None, dendrite_layer: nn.Module | None = None):
         super().__init__()
         self.layer, self.k, self.activation = layer, k, activation
-        # dendrites that read the input differently (dilated) are their own stacked layer beside the neurons
+        # dendrites that read the input differently (dilated, resized) are their own stacked layer beside it
         self.dendrite_layer = dendrite_layer
         rows = layer.weight.shape[0]
         if dendrite_layer is not None:
