@@ -53,6 +53,8 @@ GRID = {  # family -> {name: block flags}; every one is sized to the budget with
         "cc, last conv only, k<=2, 3 conv uniform": cc("convs.2", 2, *UNIFORM3),
         # dendrites with a wider receptive field (dilation 2) at a copy's cost: context the neuron lacks
         "cc, conv scope, k<=1, 3 conv uniform, dilation 2": cc("conv", 1, *UNIFORM3, "--dendrite-dilation", "2"),
+        # a longer kernel (5 instead of 3): more context per dendrite, 5/3 of a copy's params
+        "cc, conv scope, k<=1, 3 conv uniform, kernel 5": cc("conv", 1, *UNIFORM3, "--dendrite-kernel", "5"),
         # pointwise (1-wide) dendrites: a third of a copy's params, so the sized base stays wider
         "cc, conv scope, k<=2, 3 conv uniform, pointwise": cc("conv", 2, *UNIFORM3, "--dendrite-kernel", "1"),
         # linear dendrites fold into the neurons: training-time capacity at zero deployed params
