@@ -471,3 +471,34 @@ def test_pointwise_dendrites_cost_less_and_a_pool_installs_them():
     cc.install_candidates([layer])
     assert layer.dendrites[0].weight.shape == (4, 6, 1) and layer.dendrites[0].padding == (0,)
     assert deployed_params(layer) == deployed_params(layer, 1)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_pool_installed_dendrites_fold_exactly_and_count_their_params(activation: str, k: int):
+    """Dendrites installed from a pool of 3 candidates per neuron (CC, with cascades) fold exactly and are
+    counted exactly: the pool is training scaffolding only."""
+    from export.fold import fold_model
+
+    torch.manual_seed(40 + k)
+    net = KWSNet(preset("ei-default", 650, 3))
+    dm = DendriticModel(net, PBConfig(mode="cc", scope="all", activation=activation, candidate_pool=3))
+    layers = list(dm.layers.values())
+    for _ in range(k):
+        for layer in layers:
+            cc.begin_candidates(layer, 3)
+            st = layer.candidate
+            st.best_score = torch.rand(3 * layer.num_neurons)
+            with torch.no_grad():
+                for best in [*st.best_params, st.best_cascade]:
+                    best.normal_(std=0.2)
+        cc.install_candidates(layers)
+        with torch.no_grad():
+            for layer in layers:
+                layer.out_weights[-1].normal_(std=0.5)
+                layer.out_weights[-1][0] = -layer.out_weights[-1][0].abs()  # (no all-positive T for the ReLU fold)
+    assert [layer.num_dendrites for layer in layers] == [k] * len(layers)
+    net.eval()
+    x = torch.randn(8, 650)
+    assert (fold_model(net)(x) - net(x)).abs().max() <= 1e-5
+    assert sum(p.numel() for p in fold_model(net).parameters()) == dm.deployed_params() == dm.deployed_params(k)
