@@ -174,6 +174,12 @@ def end_candidate_epoch(layers: list[DendriticLayer], rel_gain: float = 0.02) ->
     return improved
 
 
+def _best_rows(layer: DendriticLayer) -> torch.Tensor:
+    """Per neuron c, the candidate row p*C + c of its best-scoring pool member (c itself without a pool)."""
+    st, c = layer.candidate, layer.num_neurons
+    return st.best_score.view(st.pool, c).argmax(0) * c + torch.arange(c, device=st.best_score.device)
+
+
 def selected_channels(layer: DendriticLayer, noise_ratio: float) -> torch.Tensor:
     """Bool [C]: the neurons whose (best pool member's) candidate scores >= noise_ratio x its noise level,
     and that carry every earlier dendrite (installed channels stay nested). noise_ratio 0: every neuron."""
@@ -182,9 +188,8 @@ def selected_channels(layer: DendriticLayer, noise_ratio: float) -> torch.Tensor
     if noise_ratio > 0 and layer.activation != "linear":  # (linear dendrites deploy at zero params anyway)
         if st.null_best is None:
             raise ValueError("selective installation needs candidates begun with noise=True")
-        score, null = st.best_score.view(st.pool, c), st.null_best.view(st.pool, c)
-        best = score.argmax(0, keepdim=True)
-        score, null = score.gather(0, best)[0], null.gather(0, best)[0]
+        rows = _best_rows(layer)
+        score, null = st.best_score[rows], st.null_best[rows]
         keep = (score > 0) & (score >= noise_ratio * null)
     if layer.num_dendrites:
         keep &= layer.installed_channels()[-1]
@@ -200,9 +205,7 @@ def install_candidates(layers: list[DendriticLayer], noise_ratio: float = 0.0) -
         keep = selected_channels(layer, noise_ratio)
         module, rows = st.module, slice(None)
         if st.pool > 1:
-            c = layer.num_neurons
-            rows = st.best_score.view(st.pool, c).argmax(0) * c + torch.arange(c, device=st.best_score.device)
-            module = layer.dendrite_shell()
+            module, rows = layer.dendrite_shell(), _best_rows(layer)
         with torch.no_grad():
             for p, best in zip(module.parameters(), st.best_params):
                 p.copy_(best[rows] * keep.view(-1, *[1] * (best.dim() - 1)))

@@ -157,12 +157,13 @@ class DendriticLayer(nn.Module):
             masks[j] = masks[j] | masks[j + 1]
         return masks
 
-    def channel_order(self) -> torch.Tensor | None:
+    def channel_order(self, masks: list[torch.Tensor] | None = None) -> torch.Tensor | None:
         """The neuron order that makes every dendrite's installed channels a prefix (neurons with more
-        dendrites first, stable), or None when the natural order already does (e.g. all neurons have all)."""
+        dendrites first, stable), or None when the natural order already does (e.g. all neurons have all).
+        `masks`: this layer's `installed_channels()`, when the caller has them already."""
         if not self.num_dendrites:
             return None
-        count = torch.stack(self.installed_channels()).sum(0)
+        count = torch.stack(self.installed_channels() if masks is None else masks).sum(0)
         order = torch.sort(count, descending=True, stable=True).indices
         return None if bool((order == torch.arange(len(order), device=order.device)).all()) else order
 
@@ -249,6 +250,7 @@ def deployed_params(layer: DendriticLayer, dendrites: int | None = None) -> int:
     if dendrites is not None:  # a bound for k dendrites on every neuron (block/sizing.py's)
         k = dendrites
         return p_main + k * p_dend + k * c + c * k * (k - 1) // 2
-    widths = [int(m.sum()) for m in layer.installed_channels()]
-    order = 0 if layer.channel_order() is None else c
+    masks = layer.installed_channels()
+    widths = [int(m.sum()) for m in masks]
+    order = 0 if layer.channel_order(masks) is None else c
     return p_main + sum(n * (p_dend // c + 1 + j) for j, n in enumerate(widths)) + order

@@ -230,19 +230,18 @@ def fold_dendritic(d: nn.Module) -> nn.Module:
     widths, order = None, None
     if hasattr(d, "installed_channels"):  # selective installation: deploy the installed channels only
         masks = d.installed_channels()
-        widths = [int(m.sum()) for m in masks]
-        k = sum(1 for n in widths if n)  # (nested: an empty dendrite has no non-empty one after it)
-        perm = d.channel_order()
+        widths = [n for n in (int(m.sum()) for m in masks) if n]  # (nested: empty dendrites are the last)
+        k = len(widths)
+        if k == 0:  # installed on no neuron at all: nothing to deploy
+            return copy.deepcopy(main)
+        perm = d.channel_order(masks)
         if perm is not None:
             main = _rows(main, perm)
             order = torch.argsort(perm)
         idx = torch.arange(main.weight.shape[0]) if perm is None else perm
-        dendrites = [_rows(m, idx[:n]) for m, n in zip(dendrites[:k], widths)]
-        t = [tj[idx[:n]] for tj, n in zip(t[:k], widths)]
-        u = [uj[:, idx[:n]] for uj, n in zip(u[:k], widths)]
-        widths = widths[:k]
-        if k == 0:
-            return copy.deepcopy(main) if order is None else _rows(main, order)
+        dendrites = [_rows(m, idx[:n]) for m, n in zip(dendrites, widths)]
+        t = [tj[idx[:n]] for tj, n in zip(t, widths)]
+        u = [uj[:, idx[:n]] for uj, n in zip(u, widths)]
     out = [None if bool((tj == 1).all()) else tj for tj in t]
     cascade = [[(i, uj[i]) for i in range(j) if bool((uj[i] != 0).any())] for j, uj in enumerate(u)]
     if _reads_like(dendrites[0], main):
