@@ -9,8 +9,8 @@ Each run still gets exactly its own numbers: its weights live in the stack as vi
 schedule see ordinary parameters), its dropout and noise come from its own generator, its learning rate
 (and ReduceLROnPlateau's changes to it) from its own optimizer, and Adam runs here per model with the same
 maths as torch's. A lone run trains in a stack of one, so its numbers are bit for bit the same alone or
-beside others (tests/test_lockstep.py). A run trains in the stack during its first neuron phase, while it has no dendrites; at its
-first restructure (a dendrite phase, new dendrites, its early stop) it leaves and goes on alone with the
+beside others (tests/test_lockstep.py). A run trains in the stack during its first neuron phase, while it
+has no dendrites; at its first restructure (a dendrite phase, new dendrites, its early stop) it leaves and goes on alone with the
 fresh optimizer `DendriticModel` builds at every restructure anyway, so no optimizer state moves.
 """
 from __future__ import annotations

@@ -169,8 +169,9 @@ class KWSNet(nn.Module):
         faster at batch 32): sets every trainable parameter's .grad (no zero_grad needed) and returns
         (loss, logits), inference tensors. `loss_grad(logits, y) -> (loss, dL/dlogits)` swaps in another
         loss with a closed-form gradient (soft targets, class weights, distillation: dendritic/losses.py).
-        None when a layer has no fused op (unusual conv options): use autograd then. inference_mode, not no_grad: it skips version counters and view
-        tracking, another -8 % per step here. `rand` draws the dropout and input noise (default: the global
+        None when a layer has no fused op (unusual conv options, dilated or resized dendrites): use autograd
+        then. inference_mode, not no_grad: it skips version counters and view tracking, another -8 % per step
+        here. `rand` draws the dropout and input noise (default: the global
         generator); dendritic/lockstep.py gives each model its own, so a batch of models draws like each alone."""
         if not self.training:
             return None

@@ -5,8 +5,8 @@ bookkeeping, not FLOPs. A dendritic Conv1d/Linear with k dendrites is 1 + k laye
 and as many backward nodes; here it is ONE matmul over the stacked weights [W_M; W_D0; ...] (the same
 stacking the export's fold does) with a hand-written backward. Everything works channels-last: a Conv1d
 input is [B, L, C] (Edge Impulse's own frame-major order) and its im2col matrix is [B*L, C*k] (Conv2d:
-[B, H, W, C] and [B*H*W, C*k*k]), so every layer is `rows @ W.T` and the dendrite maths below is written once for [rows, channels]. ReLU -> max pool
--> dropout is one op too. `Tape` runs a whole training pass through these without the autograd engine;
+[B, H, W, C] and [B*H*W, C*k*k]), so every layer is `rows @ W.T` and the dendrite maths below is written
+once for [rows, channels]. ReLU -> max pool -> dropout is one op too. `Tape` runs a whole training pass through these without the autograd engine;
 `dendritic_forward` wraps the layer op as an autograd Function for ordinary PyTorch loops; CC candidates
 run beside it through `candidate_forward`. Eval, export and folding (and candidates in an ordinary autograd
 loop) use the plain ops in layer.py/model.py; tests/test_ops.py checks that both give the same outputs and
