@@ -100,6 +100,8 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
         log(f"sizing: budget {budget:,} params ({source}): conv channels {chosen['channels']}"
             + (f", up to {chosen['max_dendrites']} dendrites on {chosen['scope']} layers" if cfg.mode != "traditional"
                else "") + f"; at most {chosen['bound_params']:,} params")
+        if chosen["note"]:
+            log(f"sizing: {chosen['note']} (floor {chosen['min_width']} channels: bench/sizing_floor.py)")
     if limit is not None:
         seconds = training_budget(limit, time.monotonic() - t_start, may_compare(cfg), log)
         cfg = replace(cfg, train=replace(cfg.train, max_seconds=seconds))
