@@ -27,7 +27,7 @@ MAX_WIDTH = 512
 # The narrowest base (first conv layer's channels) sizing builds to make room for dendrites. Measured at the
 # automatic budget (bench/sizing_floor.py, RESULTS.md "Sizing floor"): CC on 3-4 channels per layer lost to
 # CC with fewer dendrites on 6+; Edge Impulse's own first layer has 8.
-MIN_BASE_WIDTH = 6
+MIN_BASE_WIDTH = 8
 
 
 def resolve_budget(text: str | int, n_features: int, n_classes: int, n_coeffs: int,
