@@ -195,7 +195,7 @@ def assemble_metrics(cfg, result, dm, report: dict, evaluation: dict, classes: l
         "dendrites": dm.num_dendrites, "epochs": result.epochs, "train_seconds": result.seconds,
         "float_accuracy": val["float"]["accuracy"], "int8_accuracy": val["int8"]["accuracy"],
         "per_class_accuracy": val["int8"]["per_class_accuracy"], "confusion": val["int8"]["confusion"],
-        **{k: report[k] for k in ("files", "macs", "arena_bytes", "ops", "parity") if k in report},
+        **{k: report[k] for k in ("files", "macs", "arena_bytes", "ops", "parity", "ranges_floored") if k in report},
         "cycles": cycles, "evaluation": evaluation,
         "config": cfg.to_dict(),
         "history": history_dicts(result.history),

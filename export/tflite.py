@@ -54,7 +54,7 @@ def floor_ranges(calibrated: bytes) -> tuple[bytes, list[str]]:
     for graph in model.subgraphs:
         producer = {out: op for op in graph.operators for out in op.outputs}
 
-        def span(index: int) -> float:
+        def span(index: int, graph=graph, producer=producer) -> float:
             """The tensor's calibrated range (with 0); for a scale-tied op's output, its input's."""
             q = graph.tensors[index].quantization
             own = 0.0

@@ -220,7 +220,16 @@ def run(opts: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     from .budget import Budget
     from .prune import make_pruner
     from .report import pick_best, write_reports
-    from .study import SweepSampler, check_url, first_line, open_storage, open_study, redact, storage_url, tally
+    from .study import (
+        SweepSampler,
+        check_url,
+        first_line,
+        open_storage,
+        open_study,
+        redact,
+        storage_url,
+        tally,
+    )
     from .worker import Runner, work
 
     out = writable_out_dir(opts.out_directory)

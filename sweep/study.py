@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Self
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +69,12 @@ class Heartbeat:
         while True:
             try:
                 self.storage.record_heartbeat(self.trial_id)
-            except Exception:  # noqa: BLE001 - any storage error: beat again next time
+            except Exception:  # noqa: BLE001, S110 - any storage error: beat again next time
                 pass
             if self._stop.wait(self.interval):
                 return
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Self:
         if self.interval:
             self._thread.start()
         return self

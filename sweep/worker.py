@@ -18,7 +18,17 @@ from optuna.trial import TrialState
 
 from . import prune, space
 from .budget import Budget, plan
-from .study import MAX_RETRY, WORKER, Heartbeat, SweepError, Tally, fail_stale_trials, first_line, quiet, tally
+from .study import (
+    MAX_RETRY,
+    WORKER,
+    Heartbeat,
+    SweepError,
+    Tally,
+    fail_stale_trials,
+    first_line,
+    quiet,
+    tally,
+)
 
 Log = Callable[[str], None]
 MAX_FAILED_IN_A_ROW = 3  # a bug or a broken dataset, not bad luck: stop instead of burning the budget

@@ -67,7 +67,7 @@ def test_sizing_never_builds_a_base_under_the_floor(budget: int, n_classes: int,
 
 def test_the_tutorial_case_keeps_a_useful_base() -> None:
     """Issue 21: CC with up to 3 dendrites at hello-world's automatic budget used to get 3 channels."""
-    run, chosen = sized(1347, 3, "--model-format", "cc", "--max-dendrites", "3")
+    _, chosen = sized(1347, 3, "--model-format", "cc", "--max-dendrites", "3")
     assert chosen["channels"][0] >= 8 and chosen["max_dendrites"] < 3 and chosen["bound_params"] <= 1347
 
 
