@@ -21,8 +21,8 @@ import warnings
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Self
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import optuna
