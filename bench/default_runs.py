@@ -42,7 +42,7 @@ from bench.common import (
 DATASETS = ("hello-world", "commands12")
 RESULTS_JSON = RESULTS_DIR / "default_runs.json"
 SECTION = "## Default block run vs EI's default Keras classifier"
-BLOCK_PATHS = ("train.py", "parameters.json", "block", "dendritic", "export")
+BLOCK_PATHS = ("train.py", "parameters.json", "block", "dendritic", "kws", "export")
 ARTIFACTS = ("model.onnx", "model.tflite", "model_quantized_int8_io.tflite")
 KEPT_METRICS = ("params", "dendrites", "epochs", "float_accuracy", "int8_accuracy", "holdout_float_accuracy",
                 "holdout_int8_accuracy", "train_seconds", "total_seconds", "macs", "arena_bytes", "files",
