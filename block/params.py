@@ -13,7 +13,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-PARAMETERS_JSON = Path(__file__).resolve().parent.parent / "parameters.json"
+# block/parameters.json links to the root's parameters.json (the file EI reads), so an installed package
+# (pip install ., which copies the link's target) finds the same file as the checkout.
+PARAMETERS_JSON = Path(__file__).resolve().parent / "parameters.json"
 # `edge-impulse-blocks runner` (edge-impulse-cli, cli/block-runner.ts, BlockRunnerTransferLearning) unzips
 # the project's exported block data into ./ei-block-data/<projectId>/ and runs
 #   docker run --rm -v $PWD/ei-block-data/<projectId>:/home <image> --epochs E --learning-rate LR

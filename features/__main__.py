@@ -40,5 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `dendritic-features` command (pyproject.toml)."""
     run(main)
+
+
+if __name__ == "__main__":
+    cli()
