@@ -84,8 +84,9 @@ def test_ei_top_level_fields() -> None:
     assert info["name"] == "Dendritic NN" and len(info["description"]) > 20
     assert info["operatesOn"] == "other"  # a missing value becomes "image" at first push (ei-contract §9 #2)
     assert info["indRequiresGpu"] is False
-    # Synced to Studio on every push (ei-contract §2.5); without it the CLI guesses from the git remote.
-    assert info["repositoryUrl"] == "https://github.com/dendritic-nn/ei-dendritic-block"
+    # No invented address: without repositoryUrl the CLI takes the pushing user's git remote (ei-contract §2.1);
+    # the README says where to set one. A value here would be synced to Studio on every push (§2.5).
+    assert "repositoryUrl" not in info
     assert list(doc) == ["version", "type", "info", "parameters"]
     # Only the `info` fields of the CLI's MachineLearningBlockParametersJson (ei-contract §2.1), so a misspelt
     # key (which would just have no effect) fails here.
