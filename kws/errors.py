@@ -12,17 +12,28 @@ for every failure, and SIGTERM or SIGINT at any moment stop the run through the 
 """
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 from dendritic.errors import ConfigError
 
-__all__ = ["ConfigError", "ProjectError", "Terminated", "TimeLimitError", "commit_results", "error_line",
-           "exit_code", "first_line", "stop_on_signals", "stop_requested"]
+__all__ = ["ArgumentParser", "ConfigError", "ProjectError", "Terminated", "TimeLimitError", "commit_results",
+           "error_line", "exit_code", "first_line", "stop_on_signals", "stop_requested"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one error style: a bad flag or value prints the usage and one `ERR:` line
+    (not argparse's `prog: error:`) and exits 2, as argparse does."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"ERR: {message}\n")
 
 
 class ProjectError(Exception):
