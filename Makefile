@@ -8,10 +8,14 @@ STAMP   := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# Reinstall only when the pins change. torch comes from the local CPU wheel via the pin torch==2.13.0.
-$(STAMP): requirements.txt requirements-dev.txt
+# Reinstall only when the pins or the package metadata change. torch comes from the local CPU wheel via the
+# pin torch==2.13.0. The project itself goes in editable (-e .: its dependencies are requirements.txt's pins,
+# read by pyproject.toml), so `import dendritic`, `python -m export|features|sweep` and the dendritic-*
+# commands work from any directory with this interpreter. --no-build-isolation: build with the venv's own
+# setuptools instead of fetching one.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation -r requirements-dev.txt -e .
 	touch $(STAMP)
 
 # Train, fold and export on the small dataset bundled in demo/ (no ../shared needed).

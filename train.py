@@ -5,7 +5,7 @@ Studio runs `python3 -u train.py --data-directory D --out-directory O --info-fil
 leaving model files; anything else is an internal error, printed as `ERR: internal error ...` with the hint
 to rerun with DENDRITIC_DEBUG=1 for the traceback. SIGTERM (Studio cancelling the job, `docker stop`) and
 SIGINT stop the run at any moment the same way: `ERR: terminated (SIGTERM)` / `ERR: interrupted`, exit 143 /
-130, no model files (dendritic/errors.py `stop_on_signals`). Only the tests import this file.
+130, no model files (kws/errors.py `stop_on_signals`). Only the tests import this file.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()  # EI's maxTrainingTimeSeconds covers the whole job, start-up included
-    from dendritic.errors import exit_code  # torch-free, like block.params: `--help` stays instant
+    from kws.errors import exit_code  # torch-free, like block.params: `--help` stays instant
 
     def work() -> int:
         from block.params import defaults_note, parse_args

@@ -42,7 +42,7 @@ from bench.common import (
 DATASETS = ("hello-world", "commands12")
 RESULTS_JSON = RESULTS_DIR / "default_runs.json"
 SECTION = "## Default block run vs EI's default Keras classifier"
-BLOCK_PATHS = ("train.py", "parameters.json", "block", "dendritic", "export")
+BLOCK_PATHS = ("train.py", "parameters.json", "block", "dendritic", "kws", "export")
 ARTIFACTS = ("model.onnx", "model.tflite", "model_quantized_int8_io.tflite")
 KEPT_METRICS = ("params", "dendrites", "epochs", "float_accuracy", "int8_accuracy", "holdout_float_accuracy",
                 "holdout_int8_accuracy", "train_seconds", "total_seconds", "macs", "arena_bytes", "files",
@@ -292,6 +292,31 @@ def shared_arguments(ours: list[dict]) -> list[str]:
     return sorted({strip(r["arguments"]) for r in ours if r.get("arguments")})
 
 
+def _span(values: list[float], fmt: str) -> str:
+    if not values:
+        return "–"
+    lo, hi = f"{min(values):{fmt}}", f"{max(values):{fmt}}"
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def checks_line(ours: list[dict]) -> str:
+    """The measured ranges the README quotes (export parity, TFLM vs LiteRT, wall time), from these runs'
+    metrics.json, so no hand-copied bound can drift from what the runs logged."""
+    par = [r["parity"] for r in ours if r.get("returncode") == 0 and r.get("parity")]
+    walls = [r["wall_seconds"] for r in ours if r.get("returncode") == 0]
+
+    def got(key: str) -> list[float]:
+        return [p[key] for p in par if p.get(key) is not None]
+
+    return (f"Measured ranges over these {len(par)} exported runs (metrics.json `parity`): ONNX Runtime vs torch "
+            f"max |diff| {_span(got('onnx_max_abs_diff'), '.1e')}, float TFLite vs torch "
+            f"{_span(got('tflite_max_abs_diff'), '.1e')} (gate 1e-4), folded vs unfolded torch "
+            f"{_span(got('fold_max_abs_diff'), 'g')}; TFLite Micro vs LiteRT int8 outputs max "
+            f"{_span(got('tflm_max_lsb'), 'd')} LSB, mean {_span(got('tflm_mean_lsb'), '.3f')} LSB, argmax agreement "
+            f"{_span(got('tflm_argmax_agreement'), '.3f')} (gate: mean <= 1 LSB, >= 99 %); wall "
+            f"{_span(walls, '.0f')} s per run.")
+
+
 def report_markdown(runs: list[dict], datasets: list[str]) -> str:
     """The generated part of the RESULTS.md section: tables, machine, commands, dates, provenance."""
     ours = [r for r in runs if r["dataset"] in datasets]
@@ -312,6 +337,7 @@ def report_markdown(runs: list[dict], datasets: list[str]) -> str:
         markdown_table(COMPARISON_HEADERS, comparison_rows(runs, datasets)), "",
         "Block runs, per seed:", "",
         markdown_table(PER_SEED_HEADERS, per_seed_rows(runs, datasets)), "",
+        checks_line(ours), "",
         KERAS_NOTE + f" Keras wall s excludes the TF import; one process for all seeds and budgets took "
         f"{keras_total or '–'}.", "",
         markdown_table(KERAS_SEED_HEADERS, keras_seed_rows(datasets)), "",

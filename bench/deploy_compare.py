@@ -152,12 +152,12 @@ def data_args(data_dir: Path) -> list[str]:
 def planned_params(data_dir: Path, side: Side) -> int:
     """Deployed params at the side's maximum dendrite count, from the model `train.py` would build.
 
-    Uses block.params → block.configs.run_config → dendritic.trainer.build_model, so the plan cannot drift
+    Uses block.params → block.configs.run_config → kws.trainer.build_model, so the plan cannot drift
     from the block (same path as the sweep's size budget).
     """
     import numpy as np
 
-    from dendritic.trainer import build_model
+    from kws.trainer import build_model
 
     n_features = int(np.load(data_dir / "X_split_train.npy", mmap_mode="r").shape[1])
     _, run = block_run(side.flags, n_features, n_classes_of(data_dir))

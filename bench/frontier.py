@@ -88,7 +88,7 @@ def select_one(job: tuple) -> dict:
 
     from bench.common import block_run, load_dataset
     from block.sizing import size_to_budget
-    from dendritic.trainer import evaluate, fit
+    from kws.trainer import evaluate, fit
 
     dataset, budget, family, name, seed, data_root = job
     torch.set_num_threads(1)

@@ -2,7 +2,7 @@
 
 Why: issue 8 asks whether our PB library is fast enough for EI's compute budget and how it compares with
 the reference library on the same net, data and schedule. Every run is a fresh subprocess with one torch
-thread; ours run under the block's .venv via `dendritic.trainer.fit`, perforatedai's under its own
+thread; ours run under the block's .venv via `kws.trainer.fit`, perforatedai's under its own
 bench/.pai-venv (built by bench/pai_env.sh) with our KWSNet imported via PYTHONPATH and converted by the
 library's own API. Runs are interleaved per seed (the order rotates) because the machine is shared and its
 load drifts; the load average is recorded around every run.
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 # The pai worker runs this module under bench/.pai-venv with PYTHONPATH=<repo>: everything imported here at
-# module level (bench.common, dendritic.model/trainer, and block.data inside load_dataset) needs only
+# module level (bench.common, kws.nets.convfc/trainer, and block.data inside load_dataset) needs only
 # numpy and torch.
 from bench.common import (
     REPO,
@@ -53,8 +53,8 @@ from bench.common import (
     thread_env,
     write_json,
 )
-from dendritic.model import KWSNet, preset
-from dendritic.trainer import evaluate, score, seed_everything
+from kws.nets.convfc import KWSNet, preset
+from kws.trainer import evaluate, score, seed_everything
 
 RESULTS = RESULTS_DIR / "pb_speed.json"
 OUR_PY = REPO / ".venv" / "bin" / "python"
@@ -122,7 +122,7 @@ def spec_from(args: argparse.Namespace, dataset: str, variant: str, seed: int) -
                    input_noise=args.input_noise, switch_patience=args.switch_patience)
 
 
-# ---- shared by both workers: data via bench.common.load_dataset (block.data), and dendritic.trainer's
+# ---- shared by both workers: data via bench.common.load_dataset (block.data), and kws.trainer's
 # evaluate and score (the score our schedule maximises is fed to perforatedai too, so both libraries
 # switch on the same signal) ------------------------------------------------------------------------
 def phase_key(phase: str, dendrites: int) -> str:
@@ -133,7 +133,7 @@ def phase_key(phase: str, dendrites: int) -> str:
 # ---- worker: our library -------------------------------------------------------------------------
 def run_ours(spec: RunSpec) -> dict:
     from dendritic import PBConfig, ScheduleConfig
-    from dendritic.trainer import RunConfig, TrainConfig, fit
+    from kws.trainer import RunConfig, TrainConfig, fit
 
     data = load_dataset(spec.dataset)
     run = RunConfig(
@@ -225,7 +225,7 @@ def pai_deployed_params(net: nn.Module) -> int:
 
 
 def run_pai(spec: RunSpec) -> dict:
-    """The same loop as dendritic.trainer.fit (one gather per epoch, batch views, train accuracy from the
+    """The same loop as kws.trainer.fit (one gather per epoch, batch views, train accuracy from the
     step's logits, validation every epoch, holdout only at a new best validation score), with
     perforatedai's tracker deciding switches and owning the optimizer/scheduler."""
     from perforatedai import globals_perforatedai as GPA
@@ -439,9 +439,9 @@ def table(summary: dict, clock: str = "wall") -> str:
 
 
 def machine() -> dict:
-    """bench.common.machine_info plus torch's version and the uncommitted files under dendritic/ (others
+    """bench.common.machine_info plus torch's version and the uncommitted files under dendritic/ and kws/ (others
     edit the tree concurrently)."""
-    dirty = [ln.strip() for ln in git("status", "--porcelain", "dendritic").splitlines()]
+    dirty = [ln.strip() for ln in git("status", "--porcelain", "dendritic", "kws").splitlines()]
     return machine_info() | {"torch": torch.__version__, "dendritic_dirty": dirty}
 
 

@@ -21,7 +21,7 @@ import torch
 
 from bench.common import RESULTS_DIR, write_json
 from bench.pb_speed import MODES, RunSpec, add_spec_options, phase_key, run_ours, spec_from
-from dendritic.model import KWSNet
+from kws.nets.convfc import KWSNet
 
 RESULTS = RESULTS_DIR / "pb_profile.json"
 
@@ -34,7 +34,8 @@ def profile_ours(spec: RunSpec, op_table: bool) -> dict:
     / validation+holdout evaluation / end_epoch (schedule, checkpoint deep copy, restructure) / the rest
     (loop overhead). With op_table, also run it under torch.profiler and add the top operators by self CPU
     time."""
-    from dendritic import pb, trainer
+    from dendritic import pb
+    from kws import trainer
 
     buckets: dict[str, dict[str, float]] = {}
     epochs: dict[str, int] = {}

@@ -40,7 +40,7 @@ def run_one(job: tuple) -> dict:
 
     from bench.common import block_run, load_dataset
     from block import sizing
-    from dendritic.trainer import evaluate, fit
+    from kws.trainer import evaluate, fit
 
     dataset, name, seed, data_root = job
     torch.set_num_threads(1)

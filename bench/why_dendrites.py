@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.why_dendrites --seeds 1 --datasets hello-world
     .venv/bin/python -m bench.why_dendrites --report              # tables from the JSON only, no training
 
-Controlled experiments, each run through `dendritic.trainer.fit` with the RunConfig that
+Controlled experiments, each run through `kws.trainer.fit` with the RunConfig that
 `block.configs.run_config` builds from the block's own argument parser (so the block defaults apply: relu
 dendrites, noise 0.3, dropout 0.25, lr 0.005, batch 32, switch patience 10, dendrite patience 3, <= 200
 epochs), 1 torch thread, strictly one run after another:
@@ -123,7 +123,7 @@ def run_one(ds: str, exp: str, label: str, flags: list[str], seed: int, data) ->
     """One fit with the block's configs; returns accuracies at the best-validation checkpoint."""
     import torch
 
-    from dendritic.trainer import evaluate, fit
+    from kws.trainer import evaluate, fit
 
     args, run = block_run(["--seed", str(seed), *flags], data.n_features, data.n_classes)
     control = exp == "E3"

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from argparse import Namespace
 
-from dendritic import PBConfig, ScheduleConfig, preset
-from dendritic.augment import AugmentConfig
-from dendritic.model import NetConfig
-from dendritic.trainer import RunConfig, TrainConfig
+from dendritic import PBConfig, ScheduleConfig
+from kws.augment import AugmentConfig
+from kws.nets.convfc import NetConfig, preset
+from kws.trainer import RunConfig, TrainConfig
 
 
 def run_config(args: Namespace, n_features: int, n_classes: int) -> RunConfig:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dendritic.errors import ProjectError
+from kws.errors import ProjectError
 
 # No feature extractor produces |x| > 1e6: such values are garbage (overflow, wrong dtype, unit mix-up), and
 # they pass the finiteness check only to train to chance. EI's MFCC features are z-scores (cepstral mean and
@@ -64,8 +64,8 @@ class EIData:
         return min(limits) if limits else None
 
     def splits(self):
-        """The arrays `dendritic.trainer.fit` trains on (imported here lazily: this module stays torch-free)."""
-        from dendritic.trainer import Splits
+        """The arrays `kws.trainer.fit` trains on (imported here lazily: this module stays torch-free)."""
+        from kws.trainer import Splits
 
         return Splits(self.x_train, self.y_train, self.x_val, self.y_val, self.x_holdout, self.y_holdout)
 

@@ -8,12 +8,17 @@ default to where it mounts the data (see DATA_DIRECTORY).
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-PARAMETERS_JSON = Path(__file__).resolve().parent.parent / "parameters.json"
+from kws.errors import ArgumentParser
+
+# block/parameters.json links to the root's parameters.json (the file EI reads), so an installed package
+# (pip install ., which copies the link's target) finds the same file as the checkout.
+PARAMETERS_JSON = Path(__file__).resolve().parent / "parameters.json"
 # `edge-impulse-blocks runner` (edge-impulse-cli, cli/block-runner.ts, BlockRunnerTransferLearning) unzips
 # the project's exported block data into ./ei-block-data/<projectId>/ and runs
 #   docker run --rm -v $PWD/ei-block-data/<projectId>:/home <image> --epochs E --learning-rate LR
@@ -71,10 +76,56 @@ def non_negative_float(text: str | float) -> float:
 def budget(text: str | int) -> str | int:
     """--max-params and --search-trials: 'auto' or a non-negative count (EI's UI field is a string)."""
     word = str(text).strip().lower()
-    return "auto" if word == "auto" else non_negative_int(word)
+    if word == "auto":
+        return "auto"
+    try:
+        return non_negative_int(word)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor a non-negative integer") from None
 
 
 BY_PARAM: dict[str, Callable] = {"max-params": budget, "search-trials": budget}  # parameters whose values need more than their EI type
+
+# Bounds the configs' validate() would otherwise enforce only after the data is loaded (kws/trainer.py,
+# kws/nets/convfc.py, kws/augment.py, dendritic/pb.py, dendritic/schedule.py): the parser says it at once.
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "epochs": (lambda v: v >= 1, ">= 1"),
+    "learning-rate": (lambda v: v > 0, "> 0"),
+    "batch-size": (lambda v: v >= 1, ">= 1"),
+    "conv-layers": (lambda v: v <= 4, "0-4"),
+    "conv-width": (lambda v: v >= 1, ">= 1"),
+    "kernel-size": (lambda v: v % 2 == 1, "an odd number ('same' padding)"),
+    "linear-layers": (lambda v: 1 <= v <= 3, "1-3"),
+    "linear-width": (lambda v: v >= 1, ">= 1"),
+    "dropout": (lambda v: v < 1, "in [0, 1)"),
+    "augment-time-warp": (lambda v: v < 0.5, "in [0, 0.5)"),
+    "label-smoothing": (lambda v: v < 1, "in [0, 1)"),
+    "distill-weight": (lambda v: v <= 1, "in [0, 1]"),
+    "distill-temperature": (lambda v: v > 0, "> 0"),
+    "teacher-width": (lambda v: v >= 1, ">= 1"),
+    "switch-patience": (lambda v: v >= 1, ">= 1"),
+    "improvement-threshold": (lambda v: v < 1, "in [0, 1)"),
+    "init-multiplier": (lambda v: v > 0, "> 0"),
+    "dendrite-dilation": (lambda v: v >= 1, ">= 1"),
+    "dendrite-kernel": (lambda v: v == 0 or v % 2 == 1, "0 (the neuron's own) or odd"),
+    "dendrite-patience": (lambda v: v >= 1, ">= 1"),
+    "candidate-pool": (lambda v: v >= 1, ">= 1"),
+    "early-stopping-patience": (lambda v: v >= 1, ">= 1"),
+    "mfcc-coefficients": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def in_range(param: str, convert: Callable) -> Callable:
+    """`convert`, then the parameter's bound from RANGES (argparse reports the error on the flag)."""
+    ok, allowed = RANGES[param]
+
+    def checked(text: str | float) -> float:
+        value = convert(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: must be {allowed}")
+        return value
+
+    return checked
 CONVERTERS: dict[str, Callable] = {
     "int": non_negative_int,
     "float": non_negative_float,
@@ -95,7 +146,7 @@ def dest(param: str) -> str:
 
 def build_parser(params: list[dict]) -> argparse.ArgumentParser:
     """Fixed EI arguments plus one typed `--<param>` per parameters.json item, defaulting to its value."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="train.py",
         usage="%(prog)s [--data-directory DIR] [--out-directory DIR] [--info-file FILE] "
               "[--<param> VALUE ...]",
@@ -115,6 +166,8 @@ def build_parser(params: list[dict]) -> argparse.ArgumentParser:
         convert = BY_PARAM.get(item["param"]) or CONVERTERS.get(item["type"])
         if convert is None:
             raise ValueError(f"parameters.json: unsupported type {item['type']!r} for {item['param']}")
+        if item["param"] in RANGES:
+            convert = in_range(item["param"], convert)
         kwargs: dict = {"dest": dest(item["param"]), "default": convert(item["value"]), "help": item.get("help")}
         if item["type"] == "select":
             kwargs["choices"] = select_values(item)
@@ -126,11 +179,32 @@ def build_parser(params: list[dict]) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the block's arguments; unknown ones (runner extras) are reported on one stderr line and ignored."""
-    args, unknown = build_parser(load_parameters()).parse_known_args(argv)
+    """Parse the block's arguments; unknown ones (runner extras) are reported on one stderr line and ignored,
+    with a "did you mean" for a flag close to one of ours (`--epoch 5` would otherwise train 200 epochs).
+    No arguments at all, with no EI data where the runner mounts it, is a usage error rather than a
+    missing-file error about /home."""
+    parser = build_parser(load_parameters())
+    given = sys.argv[1:] if argv is None else argv
+    if not given and not (Path(DATA_DIRECTORY) / "X_split_train.npy").is_file():
+        parser.error(f"no arguments: pass --data-directory DIR and --out-directory DIR (see --help); the default "
+                     f"{DATA_DIRECTORY}, where `edge-impulse-blocks runner` mounts the data, holds none")
+    args, unknown = parser.parse_known_args(given)
     if unknown:
-        print(f"WARNING: ignoring unknown arguments: {' '.join(unknown)}", file=sys.stderr)
+        print(f"WARNING: ignoring unknown arguments: {' '.join(unknown)}{did_you_mean(unknown, parser)}",
+              file=sys.stderr)
     return args
+
+
+def did_you_mean(unknown: list[str], parser: argparse.ArgumentParser) -> str:
+    """' (--epoch: did you mean --epochs?)' for each unknown flag within a typo of one of ours, else ''."""
+    ours = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    hints = []
+    for token in unknown:
+        flag = token.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, ours, n=1, cutoff=0.85) if flag.startswith("--") else []
+        if close:
+            hints.append(f"{flag}: did you mean {close[0]}?")
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def defaults_note(args: argparse.Namespace, params: list[dict] | None = None) -> str | None:

@@ -8,7 +8,7 @@ the remaining GPU time on a GPU) covers the whole job: training gets what start-
 export time (EXPORT_SECONDS, COMPARISON_SECONDS) leave of it. `search`, when given, picks the architecture first
 (train.py passes the sweep's in-Studio search for `--search-trials N`): block/ never imports sweep/, so the
 sweep can drive this pipeline (its --export-best) without an import cycle. Errors propagate as the
-project's error classes (dendritic/errors.py); train.py turns them into `ERR:` lines.
+project's error classes (kws/errors.py); train.py turns them into `ERR:` lines.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dendritic.errors import TimeLimitError
 from export.staging import staged, writable_out_dir
+from kws.errors import TimeLimitError
 
 Log = Callable[[str], None]
 Search = Callable[[Namespace, object, Log], tuple[Namespace, object]]
@@ -77,8 +77,8 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
     from block.data import load_ei_data
     from block.report import plot_training, sizing_line, summary_table, write_json
     from block.sizing import resolve_budget, size_to_budget
-    from dendritic.trainer import fit, train_teacher
     from export.checkpoint import CALIBRATION_ROWS, export_checkpoint, save_checkpoint
+    from kws.trainer import fit, train_teacher
 
     out = writable_out_dir(args.out_directory)
     data = load_ei_data(args.data_directory, args.info_file, args.holdout_directory, args.mfcc_coefficients)
@@ -181,7 +181,7 @@ def deployment_summary(report: dict, evaluation: dict, params: int, dendrites: i
 
 def assemble_metrics(cfg, result, dm, report: dict, evaluation: dict, classes: list[str]) -> dict:
     """metrics.json: what Studio's log summary, the README and the benches read."""
-    from dendritic.trainer import history_dicts
+    from kws.trainer import history_dicts
 
     val = evaluation["validation"]
     cycles = [dict(c) for c in result.cycles]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dendritic.trainer import EpochRecord
+from kws.trainer import EpochRecord
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

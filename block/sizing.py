@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dendritic.errors import ConfigError
-from dendritic.model import NetConfig, conv_channels
-from dendritic.trainer import RunConfig, build_model
+from kws.errors import ConfigError
+from kws.nets.convfc import NetConfig, conv_channels
+from kws.trainer import RunConfig, build_model
 
 AUTO = "auto"
 SIZED_PRESETS = ("auto", "ei-default")  # the presets "auto" sizes; an explicit architecture is kept as is
@@ -38,8 +38,7 @@ def resolve_budget(text: str | int, n_features: int, n_classes: int, n_coeffs: i
     if word == AUTO and preset not in SIZED_PRESETS:
         return 0, f"none (auto sizes only the ei-default preset; {preset} is kept as configured)"
     if word == AUTO:
-        from dendritic import KWSNet, preset
-        from dendritic.model import count_params
+        from kws.nets.convfc import KWSNet, count_params, preset
 
         return count_params(KWSNet(preset("ei-default", n_features, n_classes, n_coeffs))), \
             "auto: Edge Impulse's default network for these features and classes"

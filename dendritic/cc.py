@@ -11,7 +11,7 @@ ascent is on |rho_c| as in CasCor. Normalising (pb-algorithm §4.4's recommendat
 independent of the error's tiny magnitude and of the activation's scale, so a relu candidate cannot win by
 growing without bound, and Adam's step sizes behave the same for every layer.
 
-State per layer lives in one `Candidate` on `layer.candidate`: running correlation (EMA), the per-channel best score, and a
+State per layer lives in one `Candidate` (layer.py) on `layer.candidate`: running correlation (EMA), the per-channel best score, and a
 per-channel best snapshot of the candidate's weights and cascade weights V (channels are independent rows,
 so each neuron keeps the candidate from its own best moment).
 
@@ -32,44 +32,13 @@ A later dendrite only goes to neurons that got the earlier ones, so the installe
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from .layer import DendriticLayer
+from .layer import Candidate, DendriticLayer
 
 EMA_DECAY = 0.9  # running-average decay of the per-batch correlation
 EPS = 1e-12
-
-
-@dataclass(eq=False)
-class Candidate:
-    """One layer's CC candidate dendrite during a dendrite phase: its weights, its statistics, and the
-    per-batch hand-over between the forward pass and `candidate_backward`. Lives on `layer.candidate`;
-    created by `begin_candidates` and cleared by `install_candidates` / `drop_candidates` only."""
-
-    module: nn.Module  # copy of the layer with pool x C outputs (the candidate dendrites' weights)
-    cascade: nn.Parameter  # V, shape [k, pool*C]: weights from the installed dendrites' activations
-    running: torch.Tensor  # EMA of per-neuron correlation rho_c (signed)
-    epoch_sum: torch.Tensor  # sum of batch rho_c this epoch, for the epoch score
-    best_score: torch.Tensor  # best |epoch-mean rho_c| so far
-    best_params: list[torch.Tensor]  # per-channel snapshot of candidate parameters (row p*C + c: neuron c)
-    best_cascade: torch.Tensor  # per-channel snapshot of V, shape [k, C]
-    null_sum: torch.Tensor | None = None  # the same against another clip's error (the noise level)
-    null_best: torch.Tensor | None = None  # best |epoch-mean null rho| so far
-    batches: int = 0
-    best_mean: float = 0.0  # best mean |epoch rho| over the layer's channels (drives the phase's patience)
-    # Per batch: the candidate's output v, the neuron error dL/dy (same layout), and, when ops.Tape ran the
-    # forward, a hand-written backward taking dL/dv (None: autograd carries v's gradient).
-    out: torch.Tensor | None = None
-    error: torch.Tensor | None = None
-    out_backward: Callable[[torch.Tensor], None] | None = None
-    pool: int = 1  # candidates per neuron
-
-    def parameters(self) -> list[nn.Parameter]:
-        return [*self.module.parameters(), self.cascade]
 
 
 def begin_candidates(layer: DendriticLayer, pool: int = 1, noise: bool = False) -> list[nn.Parameter]:

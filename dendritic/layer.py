@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import replace
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
 from . import ops
-
-if TYPE_CHECKING:
-    from .cc import Candidate
 
 Activation = Literal["tanh", "sigmoid", "relu", "linear"]
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -37,6 +34,34 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "linear": torch.nn.Identity(),
 }
 WRAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+@dataclass(eq=False)
+class Candidate:
+    """One layer's CC candidate dendrite during a dendrite phase: its weights, its statistics, and the
+    per-batch hand-over between the forward pass and `candidate_backward`. Lives on `layer.candidate`;
+    created by `begin_candidates` and cleared by `install_candidates` / `drop_candidates` only."""
+
+    module: nn.Module  # copy of the layer with pool x C outputs (the candidate dendrites' weights)
+    cascade: nn.Parameter  # V, shape [k, pool*C]: weights from the installed dendrites' activations
+    running: torch.Tensor  # EMA of per-neuron correlation rho_c (signed)
+    epoch_sum: torch.Tensor  # sum of batch rho_c this epoch, for the epoch score
+    best_score: torch.Tensor  # best |epoch-mean rho_c| so far
+    best_params: list[torch.Tensor]  # per-channel snapshot of candidate parameters (row p*C + c: neuron c)
+    best_cascade: torch.Tensor  # per-channel snapshot of V, shape [k, C]
+    null_sum: torch.Tensor | None = None  # the same against another clip's error (the noise level)
+    null_best: torch.Tensor | None = None  # best |epoch-mean null rho| so far
+    batches: int = 0
+    best_mean: float = 0.0  # best mean |epoch rho| over the layer's channels (drives the phase's patience)
+    # Per batch: the candidate's output v, the neuron error dL/dy (same layout), and, when ops.Tape ran the
+    # forward, a hand-written backward taking dL/dv (None: autograd carries v's gradient).
+    out: torch.Tensor | None = None
+    error: torch.Tensor | None = None
+    out_backward: Callable[[torch.Tensor], None] | None = None
+    pool: int = 1  # candidates per neuron
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [*self.module.parameters(), self.cascade]
 
 
 class DendriticLayer(nn.Module):
@@ -76,7 +101,7 @@ class DendriticLayer(nn.Module):
         # "Perforation": dendrites read a gradient-killed input, so no error flows through them into
         # earlier layers (CC mode). GD mode leaves this off and trains everything jointly.
         self.perforated = False
-        # The CC candidate of a dendrite phase (cc.Candidate), created and cleared by dendritic/cc.py only.
+        # The CC candidate of a dendrite phase (Candidate), created and cleared by dendritic/cc.py only.
         self.candidate: Candidate | None = None
         # Train with the fused op and its hand-written backward (ops.py); False: the reference modules and
         # autograd, e.g. to debug the maths. DendriticModel sets it from TrainConfig.fused.

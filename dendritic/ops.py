@@ -1,4 +1,5 @@
-"""Fused training-time ops: the same maths as layer.py and model.py, in far fewer (and no autograd) ops.
+"""Fused training-time ops: the same maths as layer.py and the KWS net (kws/nets/convfc.py), in far fewer
+(and no autograd) ops.
 
 Why (issue 8, bench/profile_notes.md): at batch 32 these nets are bound by per-op dispatch and autograd
 bookkeeping, not FLOPs. A dendritic Conv1d/Linear with k dendrites is 1 + k layer calls plus ~5k small ops
@@ -9,8 +10,8 @@ input is [B, L, C] (Edge Impulse's own frame-major order) and its im2col matrix 
 once for [rows, channels]. ReLU -> max pool -> dropout is one op too. `Tape` runs a whole training pass through these without the autograd engine;
 `dendritic_forward` wraps the layer op as an autograd Function for ordinary PyTorch loops; CC candidates
 run beside it through `candidate_forward`. Eval, export and folding (and candidates in an ordinary autograd
-loop) use the plain ops in layer.py/model.py; tests/test_ops.py checks that both give the same outputs and
-gradients.
+loop) use the plain ops in layer.py and kws/nets/convfc.py; tests/test_ops.py checks that both give the same
+outputs and gradients.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def _rows(spec: LayerSpec, x: torch.Tensor) -> torch.Tensor:
     input: for Conv1d [B, L, C] row (b, l) holds x[b, l + t - pad, c] at column c*k + t, for Conv2d
     [B, H, W, C] row (b, h, w) holds x[b, h + t - pad, w + u - pad, c] at column (c*k + t)*k + u (the
     weight's own [C_out, C_in, k(, k)] order). A leading model axis (a batch of same-shaped networks,
-    dendritic/lockstep.py) stays in front."""
+    kws/lockstep.py) stays in front."""
     s = _spatial(spec)
     lead = x.shape[:x.dim() - 2 - s]
     if s == 0:
@@ -327,7 +328,7 @@ class Tape:
     and Function.apply cost as much as the kernels (bench/profile_notes.md). KWSNet drives it through the
     same conv_input/layer/block/flatten calls as its ordinary forward (model.KWSNet._run).
 
-    With a leading model axis (dendritic/lockstep.py) the same pass trains M same-shaped networks at once:
+    With a leading model axis (kws/lockstep.py) the same pass trains M same-shaped networks at once:
     every tensor is [M, ...], `dropout` and `noise_std` are per-model tensors, and `rand`/`randn` draw each
     model's noise from its own generator, so each model sees exactly the numbers it would see alone."""
 

@@ -24,7 +24,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = parse(argv)
-    from dendritic.errors import exit_code
+    from kws.errors import exit_code
 
     return exit_code(lambda: export(args))
 

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dendritic.errors import ProjectError, first_line
+from kws.errors import ProjectError, first_line
 
 if TYPE_CHECKING:
     from dendritic.pb import DendriticModel
-    from dendritic.trainer import RunConfig
+    from kws.trainer import RunConfig
 
 CALIBRATION_ROWS = 1000  # int8 calibration and parity rows: the block's first 1,000 validation rows
 FORMAT = "dendritic-nn/model.pt"
@@ -57,7 +57,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """Rebuild the trained model; a file that is not a readable block checkpoint is a CheckpointError."""
     import torch
 
-    from dendritic.trainer import RunConfig, build_model
+    from kws.trainer import RunConfig, build_model
 
     path = Path(path)
     if not path.is_file():

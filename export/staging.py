@@ -2,7 +2,7 @@
 
 Studio (and a user's scripts) treat any model file in the out directory as the result, so every writer of
 model files (the block, `python -m export`, the sweep's --export-best) stages them here first. An interrupt
-(SIGTERM/SIGINT, dendritic/errors.py `stop_on_signals`) during the move takes back the files already moved;
+(SIGTERM/SIGINT, kws/errors.py `stop_on_signals`) during the move takes back the files already moved;
 once all are in place the job counts as done and later signals are ignored.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dendritic.errors import Terminated, commit_results, stop_requested
+from kws.errors import Terminated, commit_results, stop_requested
 
 MOVE_PAUSE_ENV = "DENDRITIC_TEST_MOVE_PAUSE_S"  # test hook: seconds to sleep after each moved file
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dendritic.errors import ProjectError, first_line
+from kws.errors import ProjectError, first_line
 
 from .runtime import litert_int8_predict, litert_interpreter, probe_interpreters, tflm_predict
 

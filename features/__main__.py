@@ -1,20 +1,20 @@
 """python -m features WAV_DIR --out-directory DATA_DIR: labelled WAVs -> an EI learning-block data directory.
 
 Bad files (unreadable, corrupt or zero-length) are skipped with a `warning:` line, or fail the run with
---strict; an empty folder, fewer than 2 labels or bad options fail with one `error:` line and exit 1.
+--strict; an empty folder, fewer than 2 labels or bad options fail with one `ERR:` line and exit 1
+(bad flags: exit 2).
 Output is written to a temporary sibling folder and renamed into place, so a failed run leaves nothing.
 """
 
 from __future__ import annotations
 
-import argparse
-
 from features.cli import add_feature_args, feature_args, run
 from features.dataset import build_dataset
+from kws.errors import ArgumentParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m features", description=__doc__.splitlines()[0].split(": ", 1)[1],
         epilog="Labels: the first subfolder's name (yes/a.wav), or for files directly in WAV_DIR the part of "
                "the name before the first dot (yes.a1b2.wav), as EI's uploader does.")
@@ -40,5 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `dendritic-features` command (pyproject.toml)."""
     run(main)
+
+
+if __name__ == "__main__":
+    cli()

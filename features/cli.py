@@ -1,4 +1,5 @@
-"""Plumbing the two command lines share: MFCC options, and bad input as one `error:` line, not a traceback."""
+"""Plumbing the two command lines share: MFCC options, and bad input as one `ERR:` line, not a traceback
+(the same prefix as train.py and the other tools)."""
 
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     try:
         code = main(argv)
     except (InputError, OSError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"ERR: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print("ERR: interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)

@@ -24,7 +24,7 @@ from features.audio import SAMPLE_RATE, ms_to_samples, wav_features
 from features.cli import warn
 from features.errors import InputError
 from features.mfcc import mfcc
-from features.wavdir import find_wavs
+from features.wavdir import find_wavs, single_file_labels
 
 # (split name, X file, Y file): EI calls the validation split "test" in its file names.
 SPLIT_FILES = [("train", "X_split_train.npy", "Y_split_train.npy"),
@@ -114,6 +114,9 @@ def build_dataset(wav_dir: str | Path, out_dir: str | Path, *, validation_fracti
         raise InputError("need 0 < --validation-fraction < 1 and 0 <= --holdout-fraction < 1")
     check_out_dir(out_dir, wav_dir, overwrite)
     items = find_wavs(wav_dir)
+    hint = single_file_labels(items, wav_dir) if wav_dir.is_dir() else None
+    if hint:
+        warn(hint)
     need_two_classes([label for _, label in items], str(wav_dir))
     # Validates the window and every MFCC option once, before any file is read, and gives F for empty splits.
     n_features = mfcc(np.zeros(ms_to_samples(window_ms)), SAMPLE_RATE, **mfcc_params).size

@@ -9,7 +9,6 @@ with a warning (--strict: fail).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -18,7 +17,8 @@ import numpy as np
 from features.cli import add_feature_args, feature_args, run
 from features.dataset import extract
 from features.errors import InputError
-from features.wavdir import find_wavs
+from features.wavdir import NAMING, find_wavs
+from kws.errors import ArgumentParser
 
 
 def load_classes(model: Path, spec: str | None) -> list[str] | None:
@@ -66,7 +66,7 @@ def report(names: list[str], files: list[str], probs: np.ndarray, truth: list[in
               for f, p, p_row, t in zip(files, pred, probs, truth)]
     known = [(t, int(p)) for t, p in zip(truth, pred) if t is not None]
     if not known:
-        return lines + ["accuracy: n/a (no file has a label among the classes)"]
+        return [*lines, f"accuracy: n/a (no file has a label among the classes; {NAMING})"]
     m = confusion(*zip(*known), len(names))
     w, cols = max(map(len, names + ["true/predicted"])), [max(len(n), 4) for n in names]
 
@@ -80,7 +80,7 @@ def report(names: list[str], files: list[str], probs: np.ndarray, truth: list[in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m features.predict", description=__doc__.split("\n\n")[1])
+    parser = ArgumentParser(prog="python -m features.predict", description=__doc__.split("\n\n")[1])
     parser.add_argument("model", metavar="MODEL",
                         help="model.onnx, model.tflite or model_quantized_int8_io.tflite")
     parser.add_argument("target", metavar="WAV_OR_DIR", help="one WAV, or a folder of (labelled) WAVs")
@@ -105,5 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `dendritic-predict` command (pyproject.toml)."""
     run(main)
+
+
+if __name__ == "__main__":
+    cli()

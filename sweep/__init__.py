@@ -6,7 +6,7 @@
 Modules: space (what is searched and how it maps to block flags), budget (size bound before training),
 study (storage, sampler, retry bookkeeping), prune (stopping trials behind others of their size), worker
 (batches of same-architecture trials trained together, the worker loop), report (trials.csv, pareto.png,
-frontier.md). The sweep only drives the block's own training code (block.configs.run_config + dendritic.trainer.fit).
+frontier.md). The sweep only drives the block's own training code (block.configs.run_config + kws.trainer.fit).
 """
 
 from __future__ import annotations

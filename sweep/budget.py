@@ -1,7 +1,7 @@
 """The hard size budget, checked before any training.
 
 A trial's base parameter count is known as soon as its architecture is: we build the very model `fit` would
-build (`dendritic.trainer.build_model`) and ask it for its deployment count at k dendrites per neuron
+build (`kws.trainer.build_model`) and ask it for its deployment count at k dendrites per neuron
 (pb-algorithm §6.2, P(k) = (k+1)·P_M + k·C + C·k(k−1)/2 per wrapped layer). Since the schedule can only
 grow up to `max_dendrites`, P(max_dendrites) bounds the trained model. If that bound exceeds the budget we
 lower max_dendrites to the largest k that fits (the trial still runs, and its retrain can never exceed the
@@ -92,7 +92,7 @@ class SizePlan:
 
 def plan(run, budget: Budget) -> SizePlan:
     """Size bound of the model `fit` would train from this RunConfig, capped to the budget."""
-    from dendritic.trainer import build_model
+    from kws.trainer import build_model
 
     model = build_model(run, "cpu")
     k_max = run.schedule.max_dendrites if run.mode != "traditional" else 0

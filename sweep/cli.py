@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=BATCH,
         help="trials of one architecture each worker trains together as one batched network "
-        "(dendritic/lockstep.py); 1: one trial at a time",
+        "(kws/lockstep.py); 1: one trial at a time",
     )
     p.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)  # a --workers child
     return p
@@ -177,7 +177,7 @@ def terminate_on_sigterm() -> None:
     KeyboardInterrupt), so the running trials are re-queued."""
     import signal
 
-    from dendritic.errors import Terminated
+    from kws.errors import Terminated
 
     def interrupt(signum, frame):
         raise Terminated
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         stage = 1
         return run(opts, extra, argv)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated (sweep/__main__.py)
-        from dendritic.errors import Terminated
+        from kws.errors import Terminated
 
         what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the contract: one readable line, never a traceback
         if os.environ.get("DENDRITIC_DEBUG"):
             raise
-        from dendritic.errors import error_line
+        from kws.errors import error_line
 
         print(f"ERR: {error_line(e)}", file=sys.stderr, flush=True)
         return stage

@@ -29,7 +29,7 @@ import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from dendritic.errors import ProjectError, first_line
+from kws.errors import ProjectError, first_line
 
 from .space import FORMATS
 

@@ -1,7 +1,7 @@
 """One sweep worker: the trial objective and the loop that runs trials until the study has enough.
 
 A trial is the block's own training: its values become block flags, `block.params.parse_args` and
-`block.configs.run_config` turn them into one RunConfig exactly as for `train.py`, and `dendritic.trainer.fit` trains. The
+`block.configs.run_config` turn them into one RunConfig exactly as for `train.py`, and `kws.trainer.fit` trains. The
 sweep adds only the size budget (checked before training), a time cap, and bookkeeping.
 """
 
@@ -53,7 +53,7 @@ class Runner:
     failed_in_a_row: int = 0
     skipped_in_a_row: int = 0
     last_error: str = ""
-    batch: int = 1  # trials asked and trained together (one architecture): dendritic.trainer.fit_many
+    batch: int = 1  # trials asked and trained together (one architecture): kws.trainer.fit_many
     running: list = field(default_factory=list, repr=False)  # trials asked and not yet told
 
     def block_args(self, hp: space.HParams, max_dendrites: int | None = None):
@@ -92,7 +92,7 @@ class Runner:
 
     def run_batch(self, study: optuna.Study, n: int, room: Callable[[], bool] = lambda: True) -> None:
         """Ask up to n trials of one architecture (the first sampled, the rest sharing its architecture
-        knobs), train them side by side (dendritic.trainer.fit_many: one batched network while their
+        knobs), train them side by side (kws.trainer.fit_many: one batched network while their
         shapes agree), and tell the study each result. Heartbeats keep every trial alive until told.
         `room()` is asked before each extra trial, so workers that start batches at the same moment do not
         together overshoot the study's target."""
@@ -136,7 +136,7 @@ class Runner:
 
     def _train(self, ready: list[tuple]):
         """Train the ready trials together; yields (trial, hp, cfg, curve, FitResult or exception)."""
-        from dendritic.trainer import fit_many
+        from kws.trainer import fit_many
 
         if not ready:
             return
@@ -200,7 +200,7 @@ class Runner:
             self.running = [t for t in self.running if t.number != trial.number]
 
     def _settle(self, study, trial, hp, curve, result) -> None:
-        from dendritic.trainer import FitResult, TimeLimitError
+        from kws.trainer import FitResult, TimeLimitError
 
         label = space.describe(hp)
         if isinstance(result, TimeLimitError):
@@ -275,7 +275,7 @@ class Runner:
         """Accuracy of the returned (best-validation) model; on the holdout: reported, never selected on."""
         import torch
 
-        from dendritic.trainer import evaluate
+        from kws.trainer import evaluate
 
         device = next(model.parameters()).device
         return evaluate(model, torch.as_tensor(x, device=device), torch.as_tensor(y, device=device))[1]

@@ -41,8 +41,8 @@ def run_module(*args: str | Path) -> subprocess.CompletedProcess:
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
-    """Failed cleanly: non-zero exit, no traceback, exactly one `error:` line and it says what went wrong."""
+    """Failed cleanly: non-zero exit, no traceback, exactly one `ERR:` line and it says what went wrong."""
     assert proc.returncode != 0, proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERR:")]
     assert len(errors) == 1 and fragment in errors[0], proc.stderr

@@ -1,4 +1,4 @@
-"""Feature augmentation (dendritic/augment.py) and the recipe's losses (dendritic/losses.py).
+"""Feature augmentation (kws/augment.py) and the recipe's losses (kws/losses.py).
 
 Augmentations are checked for exact, known outcomes through the explicit helpers (resample_time,
 apply_masks) and for bounds on the random path; every closed-form gradient is checked against autograd.
@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dendritic.augment import AugmentConfig, apply_masks, augment, mixup, resample_time
-from dendritic.losses import (
+from kws.augment import AugmentConfig, apply_masks, augment, mixup, resample_time
+from kws.losses import (
     class_weights,
     distill_targets,
     distillation_loss,
@@ -327,8 +327,9 @@ def test_fit_runs_every_recipe_option_on_both_paths() -> None:
     the autograd losses describe the same recipe."""
     from dataclasses import replace
 
-    from dendritic import PBConfig, preset
-    from dendritic.trainer import RunConfig, Splits, TrainConfig, fit, train_teacher
+    from dendritic import PBConfig
+    from kws.nets.convfc import preset
+    from kws.trainer import RunConfig, Splits, TrainConfig, fit, train_teacher
 
     gen = np.random.default_rng(0)
     x = gen.normal(size=(64, 650)).astype(np.float32)

@@ -10,7 +10,6 @@ import pytest
 import torch
 from test_fold import dendritic_net
 
-from dendritic.model import KWSNet, preset
 from export import ExportError, export_all
 from export.runtime import (
     input_quantization,
@@ -22,6 +21,7 @@ from export.runtime import (
     tflm_predict,
 )
 from export.verify import TFLM_OPS, check_tflite
+from kws.nets.convfc import KWSNet, preset
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hello-world"
 FILES = ("model.onnx", "model.tflite", "model_quantized_int8_io.tflite")

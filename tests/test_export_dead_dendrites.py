@@ -28,12 +28,12 @@ from torch import nn
 
 import export
 from dendritic import DendriticModel, PBConfig
-from dendritic.model import KWSNet, preset
 from export import ExportError, export_all
 from export.costs import count_params
 from export.fold import drop_negligible_dendrites, fold_model
 from export.runtime import input_quantization, litert_int8_predict, predict, quantize, tflm_predict
 from export.verify import check_loadable
+from kws.nets.convfc import KWSNet, preset
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hello-world"
 CRASHING = Path(__file__).resolve().parent / "fixtures" / "dead_dendrite_int8.tflite"

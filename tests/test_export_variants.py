@@ -10,9 +10,9 @@ import torch
 from test_fold import select_channels, wrap_all
 from torch import nn
 
-from dendritic.model import KWSNet, preset
 from export import export_all
 from export.runtime import predict
+from kws.nets.convfc import KWSNet, preset
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hello-world"
 pytestmark = pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,24 @@ def test_labels_from_folders_and_ei_file_names(tmp_path: Path) -> None:
         (tmp_path / name).touch()
     assert [(p.relative_to(tmp_path).as_posix(), label) for p, label in find_wavs(tmp_path)] == [
         ("down.wav", "down"), ("no/b.WAV", "no"), ("up.s3.wav", "up"), ("yes/spk1/a.wav", "yes")]
+
+
+def test_one_file_per_class_warns_with_the_naming_hint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Names not in `label.xxx.wav` form and no subfolders (like the wav-samples fixture's `x__down_0.wav`) make
+    one class per file: the data is still written, with one warning that says how labels are read."""
+    files = [r["file"] for r in ROWS if r["file"].startswith("hello-world__")][:6]
+    flat, named = tmp_path / "flat", tmp_path / "named"
+    flat.mkdir()
+    named.mkdir()
+    for i, name in enumerate(files):
+        shutil.copy(FIXTURE / name, flat / name)
+        shutil.copy(FIXTURE / name, named / f"{'ab'[i % 2]}.s{i}.wav")  # EI-style: 3 files per class
+    assert len(build_dataset(flat, tmp_path / "data")["classes"]) == 6
+    (warning,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert warning.startswith("warning: every class has a single file (6 files and classes, e.g. ")
+    assert "first subfolder (yes/a.wav)" in warning and "before the first dot (yes.a1.wav)" in warning
+    assert build_dataset(named, tmp_path / "data2")["classes"] == ["a", "b"]
+    assert "warning:" not in capsys.readouterr().err
 
 
 def test_short_clips_are_zero_padded_at_the_end(tmp_path: Path) -> None:

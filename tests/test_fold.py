@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from dendritic.layer import DendriticLayer
-from dendritic.model import KWSNet, preset
 from export.fold import fold_bn, fold_model, is_dendritic
+from kws.nets.convfc import KWSNet, preset
 
 N_FEATURES, N_CLASSES = 650, 3
 
@@ -217,7 +217,7 @@ def test_linear_dendrites_fold_into_the_neurons_at_zero_deployed_params(scope: s
     """A linear (identity) dendrite is an affine map of the layer's input, cascades included: the fold
     merges it into the neuron's own weights, exactly, and the deployed model is the plain net's size."""
     from dendritic import PBConfig
-    from dendritic.model import count_params
+    from kws.nets.convfc import count_params
 
     torch.manual_seed(10 + k)
     base = count_params(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES)))

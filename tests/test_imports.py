@@ -1,8 +1,10 @@
-"""The project's modules import each other without a cycle (train.py -> block -> export -> dendritic, and
-sweep -> block): a cycle makes import order matter and let `train.py` become a library once already.
+"""The project's modules import each other without a cycle (train.py -> block -> export -> kws -> dendritic,
+and sweep -> block): a cycle makes import order matter and let `train.py` become a library once already.
 
-Every import counts, also the lazy ones inside functions (they form cycles at run time just the same);
-only `if TYPE_CHECKING:` blocks are skipped. Importing `a.b` does not count as importing package `a`'s
+Every import counts: the lazy ones inside functions (they form cycles at run time just the same) and the
+module-level ones under `if TYPE_CHECKING:` too (a cycle for every type checker, and one `get_type_hints`
+or moved annotation away from a run-time one). The PB library (dendritic/) imports nothing else of the
+project, so it can be used, and installed, on its own. Importing `a.b` does not count as importing package `a`'s
 `__init__` (Python runs it first, but it cannot close a cycle unless `a` imports `a.b` back *by name*).
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("block", "dendritic", "export", "features", "sweep", "bench")
+PACKAGES = ("block", "dendritic", "kws", "export", "features", "sweep", "bench")
 TOP_MODULES = ("train",)
 
 
@@ -22,21 +24,11 @@ def module_name(root: Path, path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _type_checking_lines(tree: ast.AST) -> set[int]:
-    lines: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.body:
-                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
-    return lines
-
-
 def imports_of(root: Path, path: Path, known: set[str]) -> set[str]:
     """Project modules that the file at `path` imports (resolved to the longest known module name)."""
     name = module_name(root, path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(), str(path))
-    skip = _type_checking_lines(tree)
     found: set[str] = set()
 
     def resolve(target: str) -> str | None:
@@ -45,8 +37,6 @@ def imports_of(root: Path, path: Path, known: set[str]) -> set[str]:
         return target or None
 
     for node in ast.walk(tree):
-        if getattr(node, "lineno", None) in skip:
-            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -100,6 +90,13 @@ def test_the_project_has_no_import_cycle() -> None:
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
 
 
+def test_the_pb_library_stands_alone() -> None:
+    graph = import_graph(ROOT)
+    outside = sorted({(m, d) for m, deps in graph.items() if m.split(".")[0] == "dendritic"
+                      for d in deps if d.split(".")[0] != "dendritic"})
+    assert outside == [], outside
+
+
 def test_only_tests_import_train() -> None:
     importers = sorted(m for m, deps in import_graph(ROOT).items() if "train" in deps)
     assert importers == [], importers
@@ -110,7 +107,7 @@ def test_only_tests_import_train() -> None:
      ["pkg.a", "pkg.b", "pkg.a"]),
     ({"pkg/__init__.py": "from .a import x\n", "pkg/a.py": "import pkg\nx = 1\n"}, ["pkg", "pkg.a", "pkg"]),
     ({"pkg/__init__.py": "", "pkg/a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import b\n",
-      "pkg/b.py": "import pkg.a\n"}, None),
+      "pkg/b.py": "import pkg.a\n"}, ["pkg.a", "pkg.b", "pkg.a"]),
     ({"pkg/__init__.py": "", "pkg/a.py": "", "train.py": "import pkg.a\n"}, None),
 ])
 def test_the_check_finds_a_deliberate_cycle(tmp_path: Path, files: dict[str, str], cycle: list[str] | None) -> None:

@@ -1,4 +1,4 @@
-"""dendritic/lockstep.py: runs trained side by side along a model axis give what each gives alone.
+"""kws/lockstep.py: runs trained side by side along a model axis give what each gives alone.
 
 `fit_many` stacks same-shaped runs into one batched network during their first neuron phase; a CC run
 leaves the stack at its dendrite phase and goes on alone. Each run's history and final weights must equal
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from dendritic import lockstep
-from dendritic.model import preset
 from dendritic.pb import PBConfig
 from dendritic.schedule import ScheduleConfig
-from dendritic.trainer import RunConfig, Splits, TrainConfig, _Run, fit, fit_many
+from kws import lockstep
+from kws.nets.convfc import preset
+from kws.trainer import RunConfig, Splits, TrainConfig, _Run, fit, fit_many
 
 N_FEATURES, N_CLASSES = 650, 4
 

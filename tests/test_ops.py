@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from dendritic.layer import DendriticLayer
-from dendritic.model import KWSNet, preset
 from dendritic.ops import block_backward, block_forward
+from kws.nets.convfc import KWSNet, preset
 
 LAYERS = {
     "linear": lambda: nn.Linear(7, 5),

@@ -66,8 +66,10 @@ def other_value(item: dict):
         return new, new
     if item["type"] == "boolean":
         return ("0", False) if value else ("1", True)
-    if item["type"] == "int":
-        return str(value + 7), value + 7
+    if item["type"] == "int":  # + 7, or a step that stays in range and odd (block.params.RANGES)
+        step = {"conv-layers": 2, "kernel-size": 2, "linear-layers": 2, "dendrite-kernel": 3}
+        new = value + step.get(item["param"], 7)
+        return str(new), new
     if item["param"] == "max-params":  # "auto" or a parameter count
         return "5000", 5000
     if item["param"] == "search-trials":  # "auto" (as many as fit) or a trial count
@@ -84,8 +86,9 @@ def test_ei_top_level_fields() -> None:
     assert info["name"] == "Dendritic NN" and len(info["description"]) > 20
     assert info["operatesOn"] == "other"  # a missing value becomes "image" at first push (ei-contract §9 #2)
     assert info["indRequiresGpu"] is False
-    # Synced to Studio on every push (ei-contract §2.5); without it the CLI guesses from the git remote.
-    assert info["repositoryUrl"] == "https://github.com/dendritic-nn/ei-dendritic-block"
+    # No invented address: without repositoryUrl the CLI takes the pushing user's git remote (ei-contract §2.1);
+    # the README says where to set one. A value here would be synced to Studio on every push (§2.5).
+    assert "repositoryUrl" not in info
     assert list(doc) == ["version", "type", "info", "parameters"]
     # Only the `info` fields of the CLI's MachineLearningBlockParametersJson (ei-contract §2.1), so a misspelt
     # key (which would just have no effect) fails here.
@@ -154,12 +157,23 @@ def test_fixed_arguments_and_aliases() -> None:
     assert parse_args(FIXED).max_dendrites == 2  # snake_case dests
 
 
-def test_directories_default_to_the_runner_mount() -> None:
+def test_directories_default_to_the_runner_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`edge-impulse-blocks runner` mounts the data at /home and passes no directories (block.params)."""
-    args = parse_args([])
-    assert (args.data_directory, args.out_directory) == (DATA_DIRECTORY, OUT_DIRECTORY)
     assert (DATA_DIRECTORY, OUT_DIRECTORY) == ("/home", "/home/out")
     assert parse_args(["--out-directory", "o"]).data_directory == "/home"
+    monkeypatch.setattr("block.params.DATA_DIRECTORY", str(tmp_path))
+    (tmp_path / "X_split_train.npy").write_bytes(b"")  # the runner's mount: no arguments at all is fine there
+    assert parse_args([]).out_directory == OUT_DIRECTORY
+
+
+def test_no_arguments_without_mounted_data_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr("block.params.DATA_DIRECTORY", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_:
+        parse_args([])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ERR: no arguments: pass --data-directory DIR and --out-directory DIR")
 
 
 def test_the_runners_argv_parses(capsys: pytest.CaptureFixture) -> None:
@@ -198,6 +212,18 @@ def test_unknown_args_give_one_warning_line(capsys: pytest.CaptureFixture) -> No
     assert args.epochs == 3
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--input-shape" in lines[0] and "--some-flag" in lines[0]
+    assert "did you mean" not in lines[0]  # the runner's own flags are not taken for typos of ours
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("--epoch", "--epochs"), ("--learning_rate", "--learning-rate"),
+                                             ("--max-param=4000", "--max-params")])
+def test_a_mistyped_flag_stays_a_warning_that_names_the_real_one(typo: str, meant: str,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    args = parse_args(FIXED + [typo, "5"] if "=" not in typo else FIXED + [typo])
+    assert args.epochs == 200  # still ignored: Studio passes flags we do not declare
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("WARNING: ignoring unknown arguments:")
+    assert line.endswith(f"({typo.split('=')[0]}: did you mean {meant}?)")
 
 
 def test_known_args_only_print_nothing(capsys: pytest.CaptureFixture) -> None:
@@ -210,6 +236,13 @@ def test_known_args_only_print_nothing(capsys: pytest.CaptureFixture) -> None:
     (FIXED + ["--dendrite-update", "maybe"], r"--dendrite-update: 'maybe' is not a boolean"),
     (FIXED + ["--epochs", "-1"], r"--epochs: '-1' is not a non-negative integer"),
     (FIXED + ["--learning-rate", "fast"], r"--learning-rate: 'fast' is not a non-negative number"),
+    (FIXED + ["--epochs", "0"], r"--epochs: '0' is out of range: must be >= 1"),
+    (FIXED + ["--learning-rate", "0"], r"--learning-rate: '0' is out of range: must be > 0"),
+    (FIXED + ["--dropout", "1"], r"--dropout: '1' is out of range: must be in \[0, 1\)"),
+    (FIXED + ["--kernel-size", "4"], r"--kernel-size: '4' is out of range: must be an odd number"),
+    (FIXED + ["--linear-layers", "4"], r"--linear-layers: '4' is out of range: must be 1-3"),
+    (FIXED + ["--max-params", "lots"], r"--max-params: 'lots' is neither 'auto' nor a non-negative integer"),
+    (FIXED + ["--search-trials", "lots"], r"--search-trials: 'lots' is neither 'auto' nor a non-negative"),
     (FIXED + ["--epoch", "3"], None),  # no abbreviations: a runner flag must never be taken for one of ours
 ])
 def test_bad_values_exit_with_an_argparse_error(argv: list[str], message: str | None,
@@ -221,7 +254,7 @@ def test_bad_values_exit_with_an_argparse_error(argv: list[str], message: str | 
         parse_args(argv)
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("train.py: error:") and re.search(message, err[-1])
+    assert err[-1].startswith("ERR: argument") and re.search(message, err[-1])
     assert len(err) <= 3 and "Traceback" not in "".join(err)
 
 

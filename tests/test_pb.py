@@ -12,16 +12,15 @@ from dendritic import (
     Action,
     DendriticLayer,
     DendriticModel,
-    KWSNet,
     PBConfig,
     Phase,
     PhaseSchedule,
     ScheduleConfig,
     cc,
     deployed_params,
-    preset,
 )
 from dendritic.errors import ConfigError
+from kws.nets.convfc import KWSNet, preset
 
 torch.set_num_threads(1)
 

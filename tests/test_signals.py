@@ -100,7 +100,7 @@ def test_sigterm_during_the_final_move(tmp_path: Path) -> None:
 
 def test_interrupt_mid_move_takes_back_the_moved_files(tmp_path: Path, monkeypatch) -> None:
     """staged() itself, deterministic: an interrupt raised right after the second rename."""
-    from dendritic.errors import Terminated
+    from kws.errors import Terminated
 
     out = tmp_path / "out"
     out.mkdir()
@@ -125,7 +125,7 @@ def test_exit_code_turns_signals_into_one_err_line(capsys) -> None:
     """The handler every entry point gets from exit_code (train.py, `python -m export`): a real SIGTERM or
     SIGINT to this process raises in the work, the previous handlers come back afterwards, and once the
     results are committed (staged() moved them all) a late signal no longer fails the job."""
-    from dendritic.errors import commit_results, exit_code
+    from kws.errors import commit_results, exit_code
 
     def work(sig: int, commit: bool = False) -> int:
         if commit:
@@ -147,7 +147,7 @@ def test_exit_code_turns_signals_into_one_err_line(capsys) -> None:
 def test_a_signal_a_library_swallowed_still_stops_the_job_before_the_move(tmp_path: Path) -> None:
     """Some libraries wrap calls in a bare `except:`; a SIGTERM landing there loses its exception. The
     staged results must still not be moved in: the job stops with exit 143 and an empty out directory."""
-    from dendritic.errors import exit_code
+    from kws.errors import exit_code
 
     out = tmp_path / "out"
     out.mkdir()

@@ -9,7 +9,7 @@ import pytest
 from block.configs import run_config
 from block.params import parse_args
 from block.sizing import deployed, resolve_budget, size_to_budget
-from dendritic.errors import ConfigError
+from kws.errors import ConfigError
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "data"
 

@@ -126,7 +126,7 @@ def test_training_budget_reserves_the_export() -> None:
     """maxTrainingTimeSeconds covers the whole job: training gets what start-up, loading and the predicted
     export (plus the 0-dendrite comparison, when it fits) leave of it."""
     from block.pipeline import COMPARISON_SECONDS, EXPORT_SECONDS, training_budget
-    from dendritic.errors import TimeLimitError
+    from kws.errors import TimeLimitError
 
     lines: list[str] = []
     assert training_budget(None, 3.0, True, lines.append) is None and lines == []

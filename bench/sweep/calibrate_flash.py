@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from block.data import load_ei_data
-    from dendritic.trainer import build_model
     from export import export_all
+    from kws.trainer import build_model
     from sweep import budget, space
 
     torch.set_num_threads(1)

@@ -12,8 +12,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from . import ops
-from .errors import ConfigError
+from dendritic import ops
+from dendritic.errors import ConfigError
 
 ConvType = Literal["conv1d", "conv2d"]
 Growth = Literal["uniform", "doubling"]
@@ -168,11 +168,11 @@ class KWSNet(nn.Module):
         """One training pass for mean cross-entropy without autograd (ops.Tape: the same maths, ~1.7x
         faster at batch 32): sets every trainable parameter's .grad (no zero_grad needed) and returns
         (loss, logits), inference tensors. `loss_grad(logits, y) -> (loss, dL/dlogits)` swaps in another
-        loss with a closed-form gradient (soft targets, class weights, distillation: dendritic/losses.py).
+        loss with a closed-form gradient (soft targets, class weights, distillation: kws/losses.py).
         None when a layer has no fused op (unusual conv options, dilated or resized dendrites): use autograd
         then. inference_mode, not no_grad: it skips version counters and view tracking, another -8 % per step
         here. `rand` draws the dropout and input noise (default: the global
-        generator); dendritic/lockstep.py gives each model its own, so a batch of models draws like each alone."""
+        generator); kws/lockstep.py gives each model its own, so a batch of models draws like each alone."""
         if not self.training:
             return None
         args = {id(m): ops.module_args(m) for m in [*self.convs, *self.linears]}

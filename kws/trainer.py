@@ -18,12 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import losses, ops
-from .augment import AugmentConfig, augment, mixup
-from .errors import ConfigError, TimeLimitError
-from .model import KWSNet, NetConfig
-from .pb import DendriticModel, PBConfig
-from .schedule import Action, Phase, ScheduleConfig
+from dendritic import ops
+from dendritic.pb import DendriticModel, PBConfig
+from dendritic.schedule import Action, Phase, ScheduleConfig
+from kws import losses
+from kws.augment import AugmentConfig, augment, mixup
+from kws.errors import ConfigError, TimeLimitError
+from kws.lockstep import Lockstep
+from kws.nets.convfc import KWSNet, NetConfig
 
 Log = Callable[[str], None]
 
@@ -236,7 +238,7 @@ class _Epoch:
 
 
 class _Run:
-    """One training run's state: `fit` drives one, `fit_many` several side by side (dendritic/lockstep.py).
+    """One training run's state: `fit` drives one, `fit_many` several side by side (kws/lockstep.py).
 
     Each run owns its random streams (shuffle and augmentation: `gen`; the fused pass's dropout and input
     noise: `rand`; everything on the global generator, e.g. weight and candidate init: a saved state swapped
@@ -383,7 +385,7 @@ def fit_many(runs: list[RunConfig], data: Splits, logs: list[Log],
              on_epochs: list[Callable[[EpochRecord], None] | None] | None = None) -> list[FitResult | BaseException]:
     """Train several runs on the same data side by side; each gives exactly what `fit` gives it alone.
     Runs of one network shape train their first neuron phase as ONE batched network along a leading model
-    axis (dendritic/lockstep.py): at batch 32 these nets are bound by per-op dispatch, so M models cost
+    axis (kws/lockstep.py): at batch 32 these nets are bound by per-op dispatch, so M models cost
     little more than one. A run leaves its stack at its first restructure (a dendrite phase, new dendrites,
     its early stop) and goes on alone. A run that raises (e.g. pruned by its `on_epoch`) returns its
     exception; the others go on."""
@@ -402,10 +404,8 @@ def fit_many(runs: list[RunConfig], data: Splits, logs: list[Log],
 
 
 def _train(trainers: list[_Run], catch: bool = False) -> None:
-    """The epoch loop of `fit` (one run) and `fit_many`. Stackable runs (dendritic/lockstep.py) train in
+    """The epoch loop of `fit` (one run) and `fit_many`. Stackable runs (kws/lockstep.py) train in
     stacks, even alone; the rest train alone. `catch`: a run's exception ends that run only."""
-    from .lockstep import Lockstep
-
     groups = Lockstep.form(trainers)
     for epoch in range(1, max(r.cfg.epochs for r in trainers) + 1):
         live = [r for r in trainers if not r.finished and epoch <= r.cfg.epochs]

@@ -16,17 +16,37 @@ fresh optimizer `DendriticModel` builds at every restructure anyway, so no optim
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from . import ops
-from .schedule import Phase
+from dendritic import ops
+from dendritic.pb import DendriticModel
+from dendritic.schedule import Phase
 
-if TYPE_CHECKING:
-    from .trainer import _Epoch, _Run
+
+class _Epoch(Protocol):
+    """What a stack reads of a run's epoch (kws.trainer's `_Epoch`): its inputs, targets and loss gradient.
+    Spelled out here rather than imported because kws.trainer imports this module."""
+
+    x: torch.Tensor
+    targets: tuple
+    loss_grad: Callable
+    batch_size: int
+
+
+class _Run(Protocol):
+    """What a stack reads of a run (kws.trainer's `_Run`), for the same reason."""
+
+    model: DendriticModel
+    run: Any  # kws.trainer.RunConfig
+    teacher: nn.Module | None
+    device: torch.device
+    rand: torch.Generator
+
+    def batches(self, ep: Any) -> Iterator[tuple[int, tuple]]: ...
 
 
 def _stack(ts: list[torch.Tensor]) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ConfigError
+from dendritic.errors import ConfigError
 
 
 @dataclass(frozen=True)
