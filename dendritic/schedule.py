@@ -106,10 +106,11 @@ class PhaseSchedule:
         else:
             self.stale_epochs += 1
         cfg = self.cfg
-        patience = cfg.early_stopping_patience if self.mode == "traditional" else cfg.switch_patience
+        plain = self.mode == "traditional" or cfg.max_dendrites == 0  # no dendrite may come: plain early stopping
+        patience = cfg.early_stopping_patience if plain else cfg.switch_patience
         if self.stale_epochs < patience:
             return Decision(Action.CONTINUE, new_best, cycle_best=cycle_best)
-        if self.mode == "traditional":
+        if plain:
             return self._stop(new_best)
         retry = not self.cycle_set_best
         if retry:

@@ -197,6 +197,15 @@ def test_schedule_traditional_is_early_stopping():
     assert run_script(mode, cfg, [0.5, 0.6, 0.6, 0.6, 0.6, 0.9]) == ["stop->0"]
 
 
+@pytest.mark.parametrize("mode", ["gd", "cc"])
+def test_schedule_without_room_for_a_dendrite_is_early_stopping(mode: str):
+    """Sizing may leave a dendritic run no dendrite (block/sizing.py's floor): it then trains exactly like a
+    traditional run, with its early-stopping patience, not the shorter switch patience."""
+    cfg = ScheduleConfig(max_dendrites=0, switch_patience=2, early_stopping_patience=3)
+    assert run_script(mode, cfg, [0.5, 0.6, 0.6, 0.6]) == []  # 2 stale epochs: a switch, were one allowed
+    assert run_script(mode, cfg, [0.5, 0.6, 0.6, 0.6, 0.6, 0.9]) == ["stop->0"]  # 3: early stop
+
+
 def test_schedule_gd_adds_until_max_then_stops():
     mode, cfg = "gd", ScheduleConfig(max_dendrites=2, switch_patience=2)
     scores = [0.5, 0.6, 0.6, 0.6,  # k=0 plateaus -> add
