@@ -101,6 +101,8 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
         cfg, chosen = size_to_budget(cfg, budget)
         sizing.update(chosen)
     log(network_line(cfg, sizing, args.model_preset))  # right after the arguments (and before `data:`)
+    if sizing.get("note"):
+        log(f"sizing: {sizing['note']} (floor {sizing['min_width']} channels: bench/sizing_floor.py)")
     if search is None:
         log(data_line)
     if limit is not None:
@@ -199,7 +201,7 @@ def assemble_metrics(cfg, result, dm, report: dict, evaluation: dict, classes: l
         "per_class_accuracy": val["int8"]["per_class_accuracy"], "confusion": val["int8"]["confusion"],
         # on the device: flash = the int8 file, RAM = the TFLite Micro arena (params alone hide both)
         "flash_bytes": report["files"][INT8_FILE],
-        **{k: report[k] for k in ("arena_bytes", "files", "macs", "ops", "parity") if k in report},
+        **{k: report[k] for k in ("arena_bytes", "files", "macs", "ops", "parity", "ranges_floored") if k in report},
         "cycles": cycles, "evaluation": evaluation,
         "config": cfg.to_dict(),
         "history": history_dicts(result.history),

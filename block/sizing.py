@@ -6,8 +6,10 @@
 The width is the knob: every conv layer scales with it (explicit channel lists scale by the same factor), the
 rest of the architecture stays as configured. For a dendritic format the shipped model can grow to
 `max_dendrites` per neuron, so the budget must hold P(max_dendrites) (pb-algorithm §6.2); we keep the
-requested dendrite count and take the widest base under the budget, lowering the count only when not even
-width 1 fits (a wide base beats extra dendrites on a starved one: bench/why_dendrites.py). "auto" is the
+requested dendrite count and take the widest base under the budget, but never a base narrower than
+MIN_BASE_WIDTH channels (or the plain net's width, when the budget is that small): when the requested count
+only fits on a narrower base, fewer dendrites are grown, down to none (a wide base beats extra dendrites on
+a starved one: bench/why_dendrites.py, bench/sizing_floor.py). "auto" is the
 size of Edge Impulse's own default network for the same features and classes (1,347 params at 3 classes,
 3,228 at 12 with 650 features), so a user who changes nothing never gets a bigger model than EI's.
 """
@@ -22,6 +24,10 @@ from kws.trainer import RunConfig, build_model
 AUTO = "auto"
 SIZED_PRESETS = ("auto", "ei-default")  # the presets "auto" sizes; an explicit architecture is kept as is
 MAX_WIDTH = 512
+# The narrowest base (first conv layer's channels) sizing builds to make room for dendrites. Measured at the
+# automatic budget (bench/sizing_floor.py, RESULTS.md "Sizing floor"): CC on 3-4 channels per layer lost to
+# CC with fewer dendrites on 6+; Edge Impulse's own first layer has 8.
+MIN_BASE_WIDTH = 8
 
 
 def resolve_budget(text: str | int, n_features: int, n_classes: int, n_coeffs: int,
@@ -75,19 +81,29 @@ def _widest(run: RunConfig, k: int, budget: int) -> int | None:
 
 
 def size_to_budget(run: RunConfig, budget: int) -> tuple[RunConfig, dict]:
-    """The run resized to fit `budget` deployed params (dendrites included), and what was chosen."""
-    k_max = run.schedule.max_dendrites if run.mode != "traditional" else 0
-    for k in range(k_max, -1, -1):
-        if k == 0 and run.mode != "traditional":
-            break  # a dendritic format needs room for at least one dendrite
-        width = _widest(run, k, budget)
-        if width is not None:
-            sized = replace(run, net=with_width(run.net, width), schedule=replace(run.schedule, max_dendrites=k))
-            return sized, {"budget": budget, "width": width, "channels": conv_channels(sized.net),
-                           "max_dendrites": k if run.mode != "traditional" else 0,
-                           "scope": (",".join(run.pb.layers) or run.pb.scope) if run.mode != "traditional" else None,
-                           "base_params": deployed(sized, 0), "bound_params": deployed(sized, k)}
-    smallest = deployed(replace(run, net=with_width(run.net, 1)), min(1, k_max))
-    what = "this network" if run.mode == "traditional" else "this network with one dendrite per neuron"
-    raise ConfigError(f"a budget of {budget:,} params is too small for {what}: the narrowest (width 1) has "
-                      f"{smallest:,}; raise --max-params or use fewer layers")
+    """The run resized to fit `budget` deployed params (dendrites included), and what was chosen: "width",
+    "channels", "max_dendrites" (lowered from the request when only a base under the floor had room),
+    "requested_dendrites", "min_width" (the floor applied), "note" (why fewer dendrites, else None), ..."""
+    dendritic = run.mode != "traditional"
+    k_max = run.schedule.max_dendrites if dendritic else 0
+    plain = _widest(run, 0, budget)
+    if plain is None:
+        smallest = deployed(replace(run, net=with_width(run.net, 1)), 0)
+        raise ConfigError(f"a budget of {budget:,} params is too small for this network: the narrowest (width 1) "
+                          f"has {smallest:,}; raise --max-params or use fewer layers")
+    floor = min(MIN_BASE_WIDTH, plain)  # a budget too small for the floor keeps what the plain net gets
+    k, width = 0, plain
+    for k_try in range(k_max, 0, -1):
+        w = _widest(run, k_try, budget)
+        if w is not None and w >= floor:
+            k, width = k_try, w
+            break
+    note = None
+    if k < k_max:
+        note = (f"{k_max} dendrite(s) per neuron fit only on a base under {floor} channels; growing "
+                + (f"up to {k}" if k else "none") + f" on {width} channels instead")
+    sized = replace(run, net=with_width(run.net, width), schedule=replace(run.schedule, max_dendrites=k))
+    return sized, {"budget": budget, "width": width, "channels": conv_channels(sized.net),
+                   "max_dendrites": k, "requested_dendrites": k_max, "min_width": floor, "note": note,
+                   "scope": (",".join(run.pb.layers) or run.pb.scope) if dendritic else None,
+                   "base_params": deployed(sized, 0), "bound_params": deployed(sized, k)}

@@ -2,7 +2,7 @@
 
     export_all(model, out_dir, x_calib, x_check) -> report dict
 
-drop dead dendrites -> fold (dendrites and BatchNorm, exact) -> model.onnx (static (1, F) in, softmax,
+drop dendrites int8 cannot represent -> fold (dendrites and BatchNorm, exact) -> model.onnx (static (1, F) in, softmax,
 (1, C) out) -> model.tflite (float32, onnx2tf) -> model_quantized_int8_io.tflite (int8 I/O, per-tensor FC)
 -> load probe in a child process (a model that aborts the interpreters is an ExportError, not a crash) ->
 parity, op allow-list, static shapes, real TFLite Micro run, costs. Any failed check raises ExportError.
@@ -20,7 +20,7 @@ import numpy as np
 
 from .costs import graph_costs
 from .runtime import input_quantization, predict, quantize, tflm_arena_bytes
-from .tflite import calibration_rows, convert_tflite
+from .tflite import RANGE_FLOOR, calibration_rows, convert_tflite
 from .verify import (
     ExportError,
     check_loadable,
@@ -47,10 +47,10 @@ def __getattr__(name: str):
 ONNX_NAME = "model.onnx"
 FOLD_TOL = 1e-5  # folding is exact algebra; only float32 rounding may differ
 TFLM_ROWS = 1000  # rows run through the real TFLite Micro interpreter (about 0.4 ms each)
-# A dendrite whose removal changes its layer's output by at most this x the output's largest |value| on the
-# calibration and check rows is dropped before folding (fold.drop_dead_dendrites): a ReLU dendrite that never
-# fires there would otherwise get a ~zero int8 range, which makes TFLite's kernels abort the process.
-DEAD_DENDRITE_TOL = 1e-6
+# Dendrites worth less than this many int8 steps of their layer's output on the calibration and check rows are
+# left out before folding (fold.drop_negligible_dendrites): int8 cannot represent them, and their ~zero-range
+# tensors make TFLite's kernels abort the process.
+NEGLIGIBLE_STEPS = 0.5
 
 
 def _log(stage: str, t0: float, detail: str = "") -> None:
@@ -76,25 +76,25 @@ def _torch_reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
         model.train(was_training)
 
 
-def _drop_dead(model: nn.Module, x_calib: np.ndarray, x_check: np.ndarray, t0: float
-               ) -> tuple[nn.Module, dict[str, int]]:
-    """The model without the dendrites that are dead on the rows the converter calibrates on and on the check
-    rows (so the fold check stays exact); one log line when any is dropped (the report has the params)."""
+def _drop_negligible(model: nn.Module, x_calib: np.ndarray, x_check: np.ndarray, t0: float
+                     ) -> tuple[nn.Module, dict[str, int]]:
+    """The model without the dendrites that int8 cannot represent on the rows the converter calibrates on
+    and on the check rows; one log line when any is dropped (the report has the params)."""
     import torch
 
-    from .fold import drop_dead_dendrites
+    from .fold import drop_negligible_dendrites
 
     rows = [torch.from_numpy(calibration_rows(x_calib)), torch.from_numpy(x_check)]
     try:
-        pruned, dropped = drop_dead_dendrites(model, rows, DEAD_DENDRITE_TOL)
+        pruned, dropped = drop_negligible_dendrites(model, rows, NEGLIGIBLE_STEPS)
     except RuntimeError as e:
         raise ExportError(f"model rejects calibration rows of shape {x_calib.shape}: "
                           f"{first_line(e, typed=True)}") from e
     if any(dropped.values()):
         layers = ", ".join(f"{name}: {n}" for name, n in dropped.items() if n)
-        _log("prune", t0, f"dropped {sum(dropped.values())} dead dendrite(s) ({layers}): no contribution "
-                          f"(<= {DEAD_DENDRITE_TOL:g} of the layer output) on {sum(len(r) for r in rows)} "
-                          f"calibration/check rows")
+        _log("prune", t0, f"dropped {sum(dropped.values())} dendrite(s) ({layers}) that together change their "
+                          f"layer's output by under {NEGLIGIBLE_STEPS:g} int8 step on "
+                          f"{sum(len(r) for r in rows)} calibration/check rows")
     return pruned, dropped
 
 
@@ -106,7 +106,7 @@ def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np
     x_check: float32 (M, F) rows for the parity checks against torch.
     Returns {"files": {name: bytes}, "ops": {op: count} of the int8 model, "macs": conv/FC MACs from the
     TFLite graph, "params": parameters of the exported (folded) model, "dendrites_dropped": {dendritic layer:
-    dead dendrites left out of the export}, "arena_bytes": TFLM arena, "parity": {...}}.
+    dendrites left out of the export}, "ranges_floored": [int8 ranges raised], "arena_bytes": TFLM arena, "parity": {...}}.
     """
     from .costs import count_params
     from .fold import fold_model, has_dendrites
@@ -120,12 +120,15 @@ def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np
         raise ExportError(f"need a non-empty (N, F) check set, got shape {x_check.shape}")
     parity: dict[str, float | int] = {}
 
-    ref = _torch_reference(model, x_check)
+    trained = _torch_reference(model, x_check)
     x_calib = np.ascontiguousarray(x_calib, dtype=np.float32)
     if x_calib.ndim != 2 or len(x_calib) == 0 or x_calib.shape[1] != x_check.shape[1]:
         raise ExportError(f"need non-empty int8 calibration rows with the check rows' {x_check.shape[1]} "
                           f"features, got shape {x_calib.shape}")
-    exported, dropped = _drop_dead(model, x_calib, x_check, t0)  # a copy: the caller's model is untouched
+    exported, dropped = _drop_negligible(model, x_calib, x_check, t0)  # a copy: the caller's is untouched
+    ref = _probs(exported, x_check) if exported is not model else trained
+    parity["prune_max_abs_diff"] = max_abs_diff(ref, trained)  # what dropping dendrites moved (reported)
+    parity["prune_argmax_agreement"] = float(np.mean(ref.argmax(1) == trained.argmax(1)))
     folded = fold_model(exported)
     parity["fold_max_abs_diff"] = check_parity("folded torch model", _probs(folded, x_check), ref, FOLD_TOL)
     _log("fold", t0, f"dendrites={has_dendrites(exported)} max|diff|={parity['fold_max_abs_diff']:.1e}")
@@ -134,7 +137,10 @@ def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np
     parity["onnx_max_abs_diff"] = check_parity("ONNX (onnxruntime)", predict(onnx_path, x_check), ref)
     _log("onnx", t0, f"max|diff|={parity['onnx_max_abs_diff']:.1e}")
 
-    float_path, int8_path = convert_tflite(onnx_path, out_dir, x_calib)
+    float_path, int8_path, floored = convert_tflite(onnx_path, out_dir, x_calib)
+    if floored:
+        _log("floor", t0, f"raised {len(floored)} int8 range(s) that TFLite's ADD cannot requantise to "
+                          f"{RANGE_FLOOR:g} x their largest input's: {'; '.join(floored)}")
     t_probe = time.perf_counter()
     check_loadable([float_path, int8_path], [int8_path])  # before any in-process interpreter touches them
     _log("tflite", t0, f"load probe {time.perf_counter() - t_probe:.2f}s")
@@ -156,4 +162,4 @@ def export_all(model: nn.Module, out_dir: Path, x_calib: np.ndarray, x_check: np
 
     files = {p.name: p.stat().st_size for p in (onnx_path, float_path, int8_path)}
     return {"files": files, "ops": ops, "macs": macs, "params": count_params(folded),
-            "dendrites_dropped": dropped, "arena_bytes": arena, "parity": parity}
+            "dendrites_dropped": dropped, "ranges_floored": floored, "arena_bytes": arena, "parity": parity}

@@ -42,8 +42,8 @@ def export(args: argparse.Namespace) -> int:
         calib = load_ei_data(args.data_directory).x_val[:CALIBRATION_ROWS]
     with staged(out) as tmp:
         ckpt, report = export_checkpoint(args.model, tmp, calib)
-    dropped = sum(report["dendrites_dropped"].values())  # dead dendrites left out (export.fold)
-    dead = f" ({dropped} dead dropped)" if dropped else ""
+    dropped = sum(report["dendrites_dropped"].values())  # negligible dendrites left out (export.fold)
+    dead = f" ({dropped} negligible dropped)" if dropped else ""
     print(f"exported {report['params']} params, {ckpt.model.num_dendrites} dendrites{dead}, "
           f"classes {ckpt.classes}: " + ", ".join(f"{k} ({v:,} B)" for k, v in report["files"].items())
           + f" in {out}", flush=True)

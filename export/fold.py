@@ -16,8 +16,9 @@ installed channels only. The stacked layer computes the neurons in `channel_orde
 dendrites first), so each dendrite adds onto a prefix (split, add, concat), and one GATHER with int32
 indices (counted as C params) puts the neurons back in their order.
 
-`drop_dead_dendrites` runs first, on the export's calibration and check rows: a dendrite that contributes
-nothing there (a ReLU dendrite that never fires) would get a ~zero int8 range that TFLite's kernels reject.
+`drop_negligible_dendrites` runs first, on the export's calibration and check rows: a dendrite whose
+contribution there is below what int8 can represent at its layer's output (under half an output step; a ReLU
+dendrite that never fires is the extreme case) would get a ~zero int8 range that TFLite's kernels reject.
 """
 from __future__ import annotations
 
@@ -277,19 +278,19 @@ def fold_model(model: nn.Module) -> nn.Module:
     return folded
 
 
-def _without_each_dendrite(d: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(y, [y with dendrite j removed, for each j]) of one dendritic layer on its input x: the layer's own
-    maths (y = M(x) + sum_j T_j * a_j, a_j = f(D_j(x) + sum_{i<j} U_j[i] * a_i)); removing j drops its term
-    and its cascade inputs into the later dendrites, so a later dendrite's change is counted too."""
+def _without(d: nn.Module, x: torch.Tensor, skips: list[set[int]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(y, [y with the dendrites in skips[i] removed, for each i]) of one dendritic layer on its input x: the
+    layer's own maths (y = M(x) + sum_j T_j * a_j, a_j = f(D_j(x) + sum_{i<j} U_j[i] * a_i)); removing j
+    drops its term and its cascade inputs into the later dendrites, so a later dendrite's change counts too."""
     f = ACTIVATIONS[d.activation]
     main = d.main(x)
     view = (1, -1, *[1] * (main.dim() - 2))
     z = [m(x) for m in d.dendrites]
 
-    def run(skip: int | None) -> torch.Tensor:
+    def run(skip: set[int]) -> torch.Tensor:
         y, acts = main, []
         for j, zj in enumerate(z):
-            if j == skip:
+            if j in skip:
                 acts.append(None)
                 continue
             p = zj
@@ -300,7 +301,7 @@ def _without_each_dendrite(d: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor,
             y = y + d.out_weights[j].view(view) * acts[j]
         return y
 
-    return run(None), [run(j) for j in range(len(z))]
+    return run(set()), [run(s) for s in skips]
 
 
 def _remove_dendrites(d: nn.Module, dead: set[int]) -> None:
@@ -317,18 +318,45 @@ def _remove_dendrites(d: nn.Module, dead: set[int]) -> None:
 
 
 @torch.no_grad()
-def drop_dead_dendrites(model: nn.Module, rows: list[torch.Tensor], tol: float = 1e-6,
-                        chunk: int = 256) -> tuple[nn.Module, dict[str, int]]:
-    """(model without its dead dendrites, {dendritic layer name: dendrites dropped}).
+def _changes(model: nn.Module, layers: dict[str, nn.Module], skips: dict[str, list[set[int]]],
+             rows: list[torch.Tensor], chunk: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Per dendritic layer: the int8 step of its output (its calibrated range [min(y, 0), max(y, 0)] / 255)
+    and, for each set in skips[layer], the largest |change| of its output when that set is removed, over
+    all the rows, channels and positions."""
+    lo, hi = dict.fromkeys(layers, 0.0), dict.fromkeys(layers, 0.0)
+    change = {n: [0.0] * len(skips[n]) for n in layers}
 
-    A dendrite is dead when removing it (its term T_j * a_j and its cascade inputs into later dendrites)
-    changes its layer's output by at most `tol` x that output's largest |value|, over all the given rows,
-    channels and positions: typically a ReLU dendrite that never fires on them, or one with T = 0. The int8
-    converter calibrates such a dendrite's tensors to a ~zero range, and the requantisation multiplier of the
-    next ADD (input scale / output scale) then falls outside what TFLite's kernels accept: LiteRT and TFLite
-    Micro abort the process in allocate_tensors. Dropped on these rows the fold stays exact there (the change
-    is below tol, 0 for a dendrite that never fires). Within a live dendrite one dead channel is harmless:
-    activations are quantized per tensor, so the tensor's range comes from the other channels.
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
+            y, without = _without(module, inputs[0], skips[name])
+            lo[name], hi[name] = min(lo[name], y.min().item()), max(hi[name], y.max().item())
+            change[name] = [max(c, (y - w).abs().max().item()) for c, w in zip(change[name], without)]
+        return record
+
+    handles = [layer.register_forward_hook(hook(n)) for n, layer in layers.items()]
+    try:
+        for x in rows:
+            for part in torch.split(x, chunk):
+                model(part)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: (hi[n] - lo[n]) / 255 for n in layers}, change
+
+
+@torch.no_grad()
+def drop_negligible_dendrites(model: nn.Module, rows: list[torch.Tensor], steps: float = 0.5,
+                              chunk: int = 256) -> tuple[nn.Module, dict[str, int]]:
+    """(model without its negligible dendrites, {dendritic layer name: dendrites dropped}).
+
+    The dendrites dropped from a layer are, together, worth less than `steps` int8 steps of that layer's
+    output on the given rows (its int8 step: the output's range over the rows, with 0, / 255): removing them
+    (their terms T_j * a_j and their cascade inputs into later dendrites) moves no output value by more
+    than that, on any row, channel or position. A dendrite that never fires or has T = 0 is the extreme
+    case. The int8 model cannot represent such a contribution, and the converter calibrates its tensors to
+    a ~zero range whose requantisation (the next ADD's output multiplier) TFLite's kernels reject: LiteRT
+    and TFLite Micro abort the process in allocate_tensors. The smallest contributions go first; the set is
+    checked as a whole (cascades make removals interact) and shrunk until it fits.
 
     The caller's model is never changed: a model without dendritic layers is returned as is, any other as an
     eval-mode deep copy (also when nothing is dropped). Layers with an activation the fold does not know are
@@ -340,28 +368,25 @@ def drop_dead_dendrites(model: nn.Module, rows: list[torch.Tensor], tol: float =
         return model, {}
     pruned = copy.deepcopy(model).eval()
     layers = {n: pruned.get_submodule(n) for n in names}
-    ymax = dict.fromkeys(names, 0.0)
-    change = {n: [0.0] * len(layers[n].dendrites) for n in names}
-
-    def hook(name: str):
-        def record(module: nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
-            y, without = _without_each_dendrite(module, inputs[0])
-            ymax[name] = max(ymax[name], y.abs().max().item())
-            change[name] = [max(c, (y - w).abs().max().item()) for c, w in zip(change[name], without)]
-        return record
-
-    handles = [layers[n].register_forward_hook(hook(n)) for n in names]
-    try:
-        for x in rows:
-            for part in torch.split(x, chunk):
-                pruned(part)
-    finally:
-        for h in handles:
-            h.remove()
-    dropped = {}
+    step, alone = _changes(pruned, layers, {n: [{j} for j in range(len(layers[n].dendrites))] for n in names},
+                           rows, chunk)
+    chosen: dict[str, set[int]] = {}
     for n in names:
-        dead = {j for j, c in enumerate(change[n]) if c <= tol * ymax[n]}
-        if dead:
-            _remove_dendrites(layers[n], dead)
-        dropped[n] = len(dead)
-    return pruned, dropped
+        budget, total, pick = steps * step[n], 0.0, set()
+        for j in sorted(range(len(alone[n])), key=lambda j: alone[n][j]):
+            if total + alone[n][j] > budget:
+                break
+            total += alone[n][j]
+            pick.add(j)
+        chosen[n] = pick
+    while any(chosen.values()):  # the chosen sets together (the sum of single changes is only a guide)
+        _, joint = _changes(pruned, layers, {n: [chosen[n]] for n in names}, rows, chunk)
+        over = [n for n in names if chosen[n] and joint[n][0] > steps * step[n]]
+        if not over:
+            break
+        for n in over:
+            chosen[n].discard(max(chosen[n], key=lambda j: alone[n][j]))
+    for n in names:
+        if chosen[n]:
+            _remove_dendrites(layers[n], chosen[n])
+    return pruned, {n: len(chosen[n]) for n in names}

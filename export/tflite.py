@@ -30,10 +30,89 @@ def calibration_rows(x_calib: np.ndarray) -> np.ndarray:
     return x
 
 
-def _quantize_int8(saved_model: Path, x_calib: np.ndarray) -> bytes:
+# TFLite's int8 ADD/SUB rescale both inputs to twice the larger input scale and need the output multiplier
+# 2 * max(input scale) / (2^20 * output scale) below 1 (a TFLITE_CHECK that aborts the process otherwise):
+# an ADD whose output range is under 2^-19 of an input's range cannot run. A sum that small carries nothing
+# the next ops can use, so such an output's calibrated range is raised to RANGE_FLOOR x its largest input
+# range (2^-12: 128x inside the kernels' limit, and still 1/16 of an input's int8 step).
+RANGE_FLOOR = 2.0 ** -12
+FLOORED_OPS = ("ADD", "SUB")
+# Ops whose int8 output the quantizer ties to their input's scale: a SPLIT's slice, for example, is quantized
+# with the whole stacked layer's range, not with its own (smaller) calibrated one.
+SCALE_TIED_OPS = frozenset({"SPLIT", "SPLIT_V", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "GATHER",
+                            "MAX_POOL_2D", "PAD", "SLICE", "STRIDED_SLICE", "CONCATENATION"})
+
+
+def floor_ranges(calibrated: bytes) -> tuple[bytes, list[str]]:
+    """The calibrated (float, min/max-annotated) model with every ADD/SUB output range floored at
+    RANGE_FLOOR x its largest input range as the quantizer will see it, and one "tensor: old range -> new
+    range" note per change. A model that needs no floor comes back unchanged, byte for byte."""
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+
+    model = fb.convert_bytearray_to_object(bytearray(calibrated))
+    notes = []
+    for graph in model.subgraphs:
+        producer = {out: op for op in graph.operators for out in op.outputs}
+
+        def span(index: int, graph=graph, producer=producer) -> float:
+            """The tensor's calibrated range (with 0); for a scale-tied op's output, its input's."""
+            q = graph.tensors[index].quantization
+            own = 0.0
+            if q is not None and q.min is not None and q.max is not None and len(q.min) == 1:
+                own = float(max(q.max[0], 0.0) - min(q.min[0], 0.0))
+            op = producer.get(index)
+            if op is not None and fb.opcode_to_name(model, op.opcodeIndex) in SCALE_TIED_OPS:
+                own = max([own, *(span(i) for i in op.inputs if i >= 0)])
+            return own  # constants and per-channel tensors carry no calibrated range: 0
+
+        for op in graph.operators:
+            if fb.opcode_to_name(model, op.opcodeIndex) not in FLOORED_OPS:
+                continue
+            out = op.outputs[0]
+            floor = RANGE_FLOOR * max(span(i) for i in op.inputs if i >= 0)
+            q = graph.tensors[out].quantization
+            if q is None or q.min is None or q.max is None or len(q.min) != 1:
+                continue
+            lo, hi = min(float(q.min[0]), 0.0), max(float(q.max[0]), 0.0)
+            have = hi - lo
+            if have >= floor:
+                continue
+            grow = floor - have  # widen away from zero on the side the values lie (both sides when ~0)
+            if hi > -lo:
+                hi += grow
+            elif lo < -hi:
+                lo -= grow
+            else:
+                lo, hi = lo - grow / 2, hi + grow / 2
+            q.min, q.max = [lo], [hi]
+            notes.append(f"{graph.tensors[out].name.decode()}: range {have:.2g} -> {floor:.2g}")
+    if not notes:
+        return calibrated, notes
+    return bytes(fb.convert_object_to_bytearray(model)), notes
+
+
+def _quantize_int8(saved_model: Path, x_calib: np.ndarray) -> tuple[bytes, list[str]]:
     """Full-int8 model with int8 input and output, builtin int8 kernels only (anything else fails loudly
-    instead of becoming a Flex op) and per-tensor FULLY_CONNECTED weights (EI SDK has no per-channel FC)."""
+    instead of becoming a Flex op) and per-tensor FULLY_CONNECTED weights (EI SDK has no per-channel FC).
+    Returns the model and floor_ranges' notes.
+
+    The converter calibrates, then hands the calibrated model to its MLIR quantizer (`lite._mlir_quantize`);
+    floor_ranges runs between the two by wrapping that one call for the duration of this conversion, so every
+    other step (options, IO types, buffer dedup, metadata) stays the converter's own and a model that needs
+    no floor converts byte for byte as before."""
+    from unittest import mock
+
     import tensorflow as tf
+    from tensorflow.lite.python import lite
+
+    notes: list[str] = []
+    quantize = lite._mlir_quantize
+
+    def floored_quantize(calibrated: bytes, *args, **kwargs) -> bytes:
+        calibrated, found = floor_ranges(calibrated)
+        notes.extend(found)
+        notes.append("")  # marks that the hook ran
+        return quantize(calibrated, *args, **kwargs)
 
     rows = calibration_rows(x_calib)
     c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
@@ -43,12 +122,18 @@ def _quantize_int8(saved_model: Path, x_calib: np.ndarray) -> bytes:
     c.inference_input_type = tf.int8
     c.inference_output_type = tf.int8
     c._experimental_disable_per_channel_quantization_for_dense_layers = True
-    return c.convert()
+    with mock.patch.object(lite, "_mlir_quantize", floored_quantize):
+        model = c.convert()
+    if "" not in notes:
+        raise RuntimeError("the TFLite converter skipped its calibrate -> MLIR quantize step, which the "
+                           "int8 range floor needs")
+    return model, [n for n in notes if n]
 
 
-def convert_tflite(onnx_path: Path, out_dir: Path, x_calib: np.ndarray) -> tuple[Path, Path]:
+def convert_tflite(onnx_path: Path, out_dir: Path, x_calib: np.ndarray) -> tuple[Path, Path, list[str]]:
     """Write model.tflite and model_quantized_int8_io.tflite into out_dir (intermediates stay in a temp
-    dir). Raises ExportError with the converter's log attached as a note."""
+    dir); returns their paths and the int8 ranges floor_ranges raised. Raises ExportError with the
+    converter's log attached as a note."""
     out_dir = Path(out_dir)
     log: list[str] = []
     step = "onnx2tf float32 conversion"
@@ -63,9 +148,10 @@ def convert_tflite(onnx_path: Path, out_dir: Path, x_calib: np.ndarray) -> tuple
                             output_signaturedefs=True, not_use_onnxsim=True, non_verbose=True)
             shutil.copyfile(tf_dir / f"{Path(onnx_path).stem}_float32.tflite", out_dir / FLOAT_NAME)
             step = "int8 quantization"
-            (out_dir / INT8_NAME).write_bytes(_quantize_int8(tf_dir, x_calib))
+            int8, floored = _quantize_int8(tf_dir, x_calib)
+            (out_dir / INT8_NAME).write_bytes(int8)
     except (Exception, SystemExit) as e:  # onnx2tf calls sys.exit on some conversion errors
         err = ExportError(f"{step} failed: {first_line(e, typed=True)}")
         err.add_note("converter log (tail):\n" + "".join(log)[-4000:])
         raise err from e
-    return out_dir / FLOAT_NAME, out_dir / INT8_NAME
+    return out_dir / FLOAT_NAME, out_dir / INT8_NAME, floored

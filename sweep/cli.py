@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out-directory", required=True, help="study.db, trials.csv, pareto.png, frontier.md, logs/"
     )
-    p.add_argument("--trials", required=True, type=_positive_int, help="target number of trials in the study")
+    p.add_argument("--trials", required=True, type=_positive_int,
+                   help="target number of trials in the study: complete, stopped early or failed ones count, "
+                   "skipped ones (over the budget, never trained) do not; no worker starts a trial once the "
+                   "trials running and counted reach it, so batches do not round it up")
     p.add_argument(
         "--storage",
         help="RDB URL shared by workers, e.g. postgresql://u:p@host/db (default: sqlite:///OUT/study.db)",
@@ -217,7 +220,16 @@ def run(opts: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     from .budget import Budget
     from .prune import make_pruner
     from .report import pick_best, write_reports
-    from .study import SweepSampler, check_url, open_storage, open_study, redact, storage_url, tally
+    from .study import (
+        SweepSampler,
+        check_url,
+        first_line,
+        open_storage,
+        open_study,
+        redact,
+        storage_url,
+        tally,
+    )
     from .worker import Runner, work
 
     out = writable_out_dir(opts.out_directory)
@@ -265,11 +277,6 @@ def run(opts: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
         SweepSampler(opts.sampler, opts.seed, opts.formats),
         settings,
     )
-    log(
-        f"sweep: study {opts.study_name!r} in {redact(url)}: target {opts.trials} trials, formats "
-        f"{','.join(opts.formats)}, budget {budget}, {opts.epochs} epochs max per trial, "
-        f"sampler {opts.sampler}"
-    )
     t0 = time.monotonic()
     meta = {
         "title": f"{Path(opts.data_directory).name}, study {opts.study_name}",
@@ -291,15 +298,27 @@ def run(opts: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     if opts.worker_only:
         work(study, runner, opts.trials, poll=opts.heartbeat)
         return 0
+    log(
+        f"sweep: study {opts.study_name!r} in {redact(url)}: target {opts.trials} trials (complete, stopped "
+        f"early or failed; {opts.workers} worker(s) train batches of up to {opts.batch} and start no trial past "
+        f"the target), formats {','.join(opts.formats)}, budget {budget}, {opts.epochs} epochs max per trial, "
+        f"sampler {opts.sampler}"
+    )
     children = start_workers(opts.workers - 1, argv)
     try:
         work(study, runner, opts.trials, poll=opts.heartbeat, after_trial=reports)
     except BaseException:
         stop_workers(children, terminate=True)
         raise
-    stop_workers(children)
+    else:
+        stop_workers(children)
+    finally:  # the trials that finished get their reports, also when this worker stopped on an error
+        try:
+            rows = reports(final=True)
+        except Exception as e:  # noqa: BLE001 - never hide the error that got us here behind this one
+            log(f"sweep: could not write the reports to {out}: {first_line(e)}")
+            rows = []
     count = tally(study.get_trials(deepcopy=False))
-    rows = reports(final=True)
     log(
         f"sweep: {count} after {time.monotonic() - t0:.0f}s ({opts.workers} workers here); wrote trials.csv, pareto.png, "
         f"frontier.md to {out}"

@@ -38,10 +38,18 @@ COLUMNS = (
     "retry_of",
     "retried",
     "worker",
-    "pruned",
+    "reason",
     "error",
 )
 Row = dict
+
+
+def state_word(t: FrozenTrial) -> str:
+    """The sweep's words for a trial's state: Optuna's PRUNED is STOPPED (early, on its validation curve,
+    after training a while) or SKIPPED (never trained: over the size budget or out of time)."""
+    if t.state.name == "PRUNED":
+        return "STOPPED" if "stopped_epoch" in t.user_attrs else "SKIPPED"
+    return t.state.name
 
 
 def trial_rows(trials: list[FrozenTrial]) -> list[Row]:
@@ -52,11 +60,12 @@ def trial_rows(trials: list[FrozenTrial]) -> list[Row]:
         history = t.system_attrs.get("retry_history", [])
         row = {
             "number": t.number,
-            "state": t.state.name,
+            "state": state_word(t),
             "retry_of": history[0] if history else None,
             "retried": t.number in retried,
         }
         row |= {k: t.user_attrs.get(k) for k in COLUMNS if k not in row}
+        row["reason"] = t.user_attrs.get("reason", t.user_attrs.get("pruned"))  # "pruned": studies before #21
         row |= {k.name: t.params.get(k.name) for k in KNOBS}
         row["model_format"] = t.params.get("model_format")
         row["argv"] = " ".join(t.user_attrs.get("argv", []))

@@ -12,13 +12,17 @@ in mind, so a retried trial is counted once, by its retry.
 
 from __future__ import annotations
 
+import os
 import random
+import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import optuna
@@ -33,7 +37,8 @@ DIRECTIONS = ("maximize", "minimize")  # validation accuracy up, deployed params
 MAX_RETRY = 3  # re-runs of a trial whose worker died; a trial failing more often than this is counted failed
 RDB_BACKENDS = ("sqlite", "postgresql", "mysql")
 
-optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed/pruned trials get our own one-line log
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed/stopped/skipped trials get our own one-line log
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # a trial's owner, as its "worker" user attribute
 
 
 @contextmanager
@@ -45,6 +50,84 @@ def quiet():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         yield
+
+
+class Heartbeat:
+    """Records one trial's heartbeat every `interval` seconds until stopped; a context manager.
+
+    Optuna's own heartbeat thread dies on the first storage error (a `database is locked` from SQLite on a
+    busy machine, a dropped connection), and its trial then goes stale while it is still training. This one
+    logs nothing and tries again at the next beat: a live trial keeps beating."""
+
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+        self.interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # noqa: BLE001, S110 - any storage error: beat again next time
+                pass
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> Self:
+        if self.interval:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def owner_alive(worker: str | None) -> bool:
+    """True when `worker` ("host:pid", the trial's "worker" attribute) is a live process on this machine.
+    A trial of a live local worker is never failed for a late heartbeat: a loaded machine can delay a beat
+    past the grace period, but the worker will still tell its trial. Workers on other machines have only
+    the heartbeat to go by."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Optuna's fail_stale_trials, except for trials whose owner is a live worker on this machine (they get
+    a heartbeat on its behalf instead). Fails and re-queues (RetryHeartbeatStaleTrialCallback) the rest;
+    returns their numbers."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    storage = study._storage  # Optuna wraps an RDBStorage in a cache that forwards the heartbeat calls
+    if not is_heartbeat_enabled(storage):
+        return []
+    failed = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        trial = storage.get_trial(trial_id)
+        if owner_alive(trial.user_attrs.get("worker")):
+            storage.record_heartbeat(trial_id)
+            continue
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # finished meanwhile, or failed by another worker first
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in failed:
+        if callback is not None:
+            with quiet():
+                callback(study, storage.get_trial(trial_id))
+    return [storage.get_trial(t).number for t in failed]
 
 
 class SweepError(ProjectError, ValueError):
@@ -202,8 +285,8 @@ class Tally:
     """Trial counts with retries resolved: a failed trial that was re-queued is counted by its retry."""
 
     complete: int = 0
-    stopped: int = 0  # pruned on its validation curve (sweep/prune.py): trained a while, counted
-    pruned: int = 0  # over the size budget (or too slow): not trained, not counted towards --trials
+    stopped: int = 0  # stopped early on its validation curve (sweep/prune.py): trained a while, counted
+    skipped: int = 0  # over the size budget (or out of time): not trained, not counted towards --trials
     failed: int = 0  # raised an error (or died more than MAX_RETRY times): counted, never re-run
     retried: int = 0  # failed because its worker died, re-queued as another trial
     running: int = 0
@@ -216,7 +299,7 @@ class Tally:
 
     def __str__(self) -> str:
         return (
-            f"{self.complete} complete, {self.stopped} stopped early, {self.pruned} pruned, {self.failed} failed, "
+            f"{self.complete} complete, {self.stopped} stopped early, {self.skipped} skipped, {self.failed} failed, "
             f"{self.retried} retried, "
             f"{self.running} running, {self.waiting} queued"
         )
@@ -241,7 +324,7 @@ def tally(trials: list[FrozenTrial]) -> Tally:
         else:
             name = {
                 TrialState.COMPLETE: "complete",
-                TrialState.PRUNED: "pruned",
+                TrialState.PRUNED: "skipped",
                 TrialState.RUNNING: "running",
                 TrialState.WAITING: "waiting",
             }[trial.state]

@@ -7,8 +7,6 @@ sweep adds only the size budget (checked before training), a time cap, and bookk
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
@@ -20,12 +18,21 @@ from optuna.trial import TrialState
 
 from . import prune, space
 from .budget import Budget, plan
-from .study import MAX_RETRY, SweepError, Tally, first_line, quiet, tally
+from .study import (
+    MAX_RETRY,
+    WORKER,
+    Heartbeat,
+    SweepError,
+    Tally,
+    fail_stale_trials,
+    first_line,
+    quiet,
+    tally,
+)
 
 Log = Callable[[str], None]
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 MAX_FAILED_IN_A_ROW = 3  # a bug or a broken dataset, not bad luck: stop instead of burning the budget
-MAX_PRUNED_IN_A_ROW = 200  # pruned trials cost milliseconds, but a budget nothing fits must not spin forever
+MAX_SKIPPED_IN_A_ROW = 200  # skipped trials cost milliseconds, but a budget nothing fits must not spin forever
 
 
 @dataclass
@@ -44,7 +51,7 @@ class Runner:
     storage: object = None  # where the pruner's per-size curve studies live (the sweep's own storage)
     study_name: str = "sweep"
     failed_in_a_row: int = 0
-    pruned_in_a_row: int = 0
+    skipped_in_a_row: int = 0
     last_error: str = ""
     batch: int = 1  # trials asked and trained together (one architecture): kws.trainer.fit_many
     running: list = field(default_factory=list, repr=False)  # trials asked and not yet told
@@ -61,7 +68,7 @@ class Runner:
         return run_config(args, self.data.n_features, self.data.n_classes)
 
     def check_budget(self) -> None:
-        """Fail at once when no architecture of the space fits the budget (else every trial is pruned)."""
+        """Fail at once when no architecture of the space fits the budget (else every trial is skipped)."""
         # A dendritic model is never smaller than its base, and gd and cc count alike: one format decides.
         fmt = "traditional" if "traditional" in self.formats else "gd"
         cheapest = {
@@ -83,19 +90,19 @@ class Runner:
             f"{', '.join(self.formats)}; the smallest base network has {smallest:,} params)"
         )
 
-    def run_batch(self, study: optuna.Study, n: int) -> None:
+    def run_batch(self, study: optuna.Study, n: int, room: Callable[[], bool] = lambda: True) -> None:
         """Ask up to n trials of one architecture (the first sampled, the rest sharing its architecture
         knobs), train them side by side (kws.trainer.fit_many: one batched network while their
-        shapes agree), and tell the study each result. Heartbeats keep every trial alive until told."""
-        from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize uses
-
+        shapes agree), and tell the study each result. Heartbeats keep every trial alive until told.
+        `room()` is asked before each extra trial, so workers that start batches at the same moment do not
+        together overshoot the study's target."""
         with ExitStack() as beats:
 
-            def ask() -> tuple[optuna.Trial, list[tuple]]:
+            def ask(fixed: dict | None = None) -> tuple[optuna.Trial, list[tuple]]:
                 with quiet():
-                    trial = study.ask()  # a queued trial (a retry, or one just enqueued) comes first
+                    trial = study.ask() if fixed is None else ask_fixed(study, fixed)  # ask: a retry first
                 self.running.append(trial)
-                beats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+                beats.enter_context(Heartbeat(study._storage, trial._trial_id))
                 return trial, self._prepare(trial)
 
             first, ready = ask()
@@ -103,13 +110,14 @@ class Runner:
             # n - 1 more of the same architecture (Optuna samples their other knobs as usual); none when
             # the first is over the size budget: so would they be
             for _ in range(n - 1 if ready else 0):
-                study.enqueue_trial(arch, skip_if_exists=False)
-                ready += ask()[1]
-            for trial, hp, cfg, curve, result in self._train(ready):
-                self._tell(study, trial, hp, cfg, curve, result)
+                if not room():
+                    break
+                ready += ask(arch)[1]
+            for trial, hp, _cfg, curve, result in self._train(ready):
+                self._tell(study, trial, hp, curve, result)
 
     def _prepare(self, trial: optuna.Trial) -> list[tuple]:
-        """[(trial, hp, cfg, curve)] for a trial ready to train; [] when it was pruned on the size budget."""
+        """[(trial, hp, cfg, curve)] for a trial ready to train; [] when it was skipped (over the size budget)."""
         trial.set_user_attr("worker", WORKER)
         hp = space.suggest(trial, self.formats)
         trial.set_user_attr("hparams", hp)
@@ -119,10 +127,10 @@ class Runner:
             if self.pruner is not None:
                 curve = prune.Curve(self.storage, self.study_name, base_params, self.pruner)
         except optuna.TrialPruned as e:
-            self._tell(trial.study, trial, hp, None, None, e)
+            self._tell(trial.study, trial, hp, None, e)
             return []
         except Exception as e:  # noqa: BLE001 - a bad point of the space: this trial fails, the sweep goes on
-            self._tell(trial.study, trial, hp, None, None, e)
+            self._tell(trial.study, trial, hp, None, e)
             return []
         return [(trial, hp, cfg, curve)]
 
@@ -175,11 +183,23 @@ class Runner:
         trial.set_user_attr("bound_params", size.bound_params)
         trial.set_user_attr("flash_kb_bound", round(size.flash_kb, 2))
         trial.set_user_attr("argv", space.to_argv(hp, size.max_dendrites if dendritic else None))
-        self._time_cap(1)  # no time left at all: pruned here, before its curve study is opened
+        self._time_cap(1)  # no time left at all: skipped here, before its curve study is opened
         return cfg, size.base_params
 
-    def _tell(self, study, trial, hp, cfg, curve, result) -> None:
-        """Record one trial's outcome: complete (values), pruned (budget, time cap or its curve), failed."""
+    def _tell(self, study, trial, hp, curve, result) -> None:
+        """Record one trial's outcome: complete (values), stopped early (its curve), skipped (size budget or
+        time cap: never trained), failed. A trial that is already finished (a heartbeat check failed it
+        while it trained, on a machine too busy to beat in time) keeps its state; the worker moves on."""
+        try:
+            self._settle(study, trial, hp, curve, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            state = study._storage.get_trial(trial._trial_id).state.name.lower()
+            self.log(f"trial {trial.number}: already {state} elsewhere (its heartbeat was late); this result "
+                     f"is dropped and the sweep goes on [{space.describe(hp)}]")
+        finally:
+            self.running = [t for t in self.running if t.number != trial.number]
+
+    def _settle(self, study, trial, hp, curve, result) -> None:
         from kws.trainer import FitResult, TimeLimitError
 
         label = space.describe(hp)
@@ -189,20 +209,21 @@ class Runner:
                 curve.close(TrialState.FAIL)
                 curve = None
         if isinstance(result, optuna.TrialPruned):
-            if curve is not None:  # stopped on its validation curve: it trained, so it counts as a trial
+            if curve is not None:  # stopped early on its validation curve: it trained, so it counts
                 curve.close(TrialState.PRUNED)
                 trial.set_user_attr("stopped_epoch", curve.epoch)
                 trial.set_user_attr("val_accuracy_at_stop", curve.best)
-            else:
-                self.pruned_in_a_row += 1
-            trial.set_user_attr("pruned", str(result))
-            self.log(f"trial {trial.number}: pruned ({result}) [{label}]")
+            else:  # skipped: over the size budget or out of time, never trained, not counted
+                self.skipped_in_a_row += 1
+            word = "stopped early" if curve is not None else "skipped"
+            trial.set_user_attr("reason", str(result))
+            self.log(f"trial {trial.number}: {word} ({result}) [{label}]")
             study.tell(trial, state=TrialState.PRUNED)
         elif isinstance(result, FitResult):
             values = self._record(trial, hp, result)
             if curve is not None:
                 curve.close(TrialState.COMPLETE, values[0])
-            self.failed_in_a_row = self.pruned_in_a_row = 0
+            self.failed_in_a_row = self.skipped_in_a_row = 0
             study.tell(trial, values)
         else:
             if curve is not None:
@@ -212,7 +233,6 @@ class Runner:
             trial.set_user_attr("error", f"{type(result).__name__}: {self.last_error}")
             self.log(f"trial {trial.number}: FAILED {type(result).__name__}: {self.last_error} [{label}]")
             study.tell(trial, state=TrialState.FAIL)
-        self.running = [t for t in self.running if t.number != trial.number]
 
     def _record(self, trial: optuna.Trial, hp: space.HParams, result) -> tuple[float, float]:
         d = self.data
@@ -271,6 +291,16 @@ class Runner:
             yield lambda line: print(line, file=f, flush=True)
 
 
+def ask_fixed(study: optuna.Study, params: dict) -> optuna.Trial:
+    """A new trial with `params` fixed, created RUNNING: what enqueue_trial + ask do, without the moment in
+    the WAITING state in which another worker's ask could take it (SQLite has no row locks, so two workers
+    could both pop that trial, train it twice and tell it twice)."""
+    from optuna.trial import create_trial
+
+    template = create_trial(state=TrialState.RUNNING, system_attrs={"fixed_params": params})
+    return optuna.Trial(study, study._storage.create_new_trial(study._study_id, template_trial=template))
+
+
 def requeue(study: optuna.Study, numbers: list[int]) -> None:
     """Fail and re-queue interrupted trials exactly like those of a worker that died, so a resumed sweep
     re-runs them."""
@@ -291,16 +321,19 @@ def work(
     should_start: Callable[[], bool] = lambda: True,
     after_trial: Callable[[], None] = lambda: None,
 ) -> Tally:
-    """Run trials until `target` trials count (complete or failed; pruned and retried ones do not).
+    """Run trials until `target` trials count (complete, stopped early or failed; skipped and retried ones do not).
 
     Queued retries always run. When the target is covered but other workers' trials are still running, wait:
     if one of them dies, its trial goes stale, is failed and re-queued here, and this worker runs it.
     `should_start` lets the Studio search stop launching trials when time runs short; `after_trial` refreshes
     the reports, so a long sweep can be watched while it runs.
     """
+    def room() -> bool:
+        c = tally(study.get_trials(deepcopy=False))
+        return c.counted + c.running < target
+
     while True:
-        with quiet():
-            optuna.storages.fail_stale_trials(study)
+        fail_stale_trials(study)
         count = tally(study.get_trials(deepcopy=False))
         if not count.waiting and count.counted + count.running >= target:
             if not count.running:
@@ -310,7 +343,7 @@ def work(
         if not should_start():
             return count
         try:
-            runner.run_batch(study, min(runner.batch, max(1, target - count.counted - count.running)))
+            runner.run_batch(study, min(runner.batch, max(1, target - count.counted - count.running)), room)
         except KeyboardInterrupt:
             requeue(study, [t.number for t in runner.running])
             raise
@@ -319,8 +352,8 @@ def work(
             raise SweepError(
                 f"{runner.failed_in_a_row} trials in a row failed; last error: {runner.last_error}"
             )
-        if runner.pruned_in_a_row >= MAX_PRUNED_IN_A_ROW:
+        if runner.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
             raise SweepError(
-                f"{runner.pruned_in_a_row} trials in a row were pruned (budget {runner.budget}); "
+                f"{runner.skipped_in_a_row} trials in a row were skipped (budget {runner.budget}); "
                 f"raise the budget or narrow --formats"
             )

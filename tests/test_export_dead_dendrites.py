@@ -2,9 +2,12 @@
 
 A ReLU dendrite that never fires on the calibration rows gets a ~zero int8 range; the converter writes it,
 and every interpreter (LiteRT with any resolver, TFLite Micro) then aborts the process in allocate_tensors
-(QuantizeMultiplierSmallerThanOneExp in ADD's Prepare). export_all drops such dendrites before folding
-(export.fold.drop_dead_dendrites) and loads every model in a child process before touching it in-process
-(export.verify.check_loadable), so a crashing model is an ExportError, never an abort.
+(QuantizeMultiplierSmallerThanOneExp in ADD's Prepare). So does one that contributes something, but far
+less than one int8 step of its layer's output (issue 21: a trained CC run on hello-world). Three defences:
+export_all drops dendrites worth under half an int8 step before folding (export.fold.
+drop_negligible_dendrites), the int8 conversion floors any ADD output range that is still too small for the
+kernels (export.tflite.floor_ranges), and every model is loaded in a child process before it is touched
+in-process (export.verify.check_loadable), so a crashing model is an ExportError, never an abort.
 
 tests/fixtures/dead_dendrite_int8.tflite (19 KB; not under tests/data/, which .gitignore's `data/` hides) is
 that crashing model: a CC relu ei-default with 2 dendrites per neuron, trained before the fix by
@@ -27,7 +30,7 @@ import export
 from dendritic import DendriticModel, PBConfig
 from export import ExportError, export_all
 from export.costs import count_params
-from export.fold import drop_dead_dendrites, fold_model
+from export.fold import drop_negligible_dendrites, fold_model
 from export.runtime import input_quantization, litert_int8_predict, predict, quantize, tflm_predict
 from export.verify import check_loadable
 from kws.nets.convfc import KWSNet, preset
@@ -87,7 +90,7 @@ def test_dead_dendrites_are_dropped_exactly_and_the_model_is_untouched(rows) -> 
     net = relu_cc_net()
     kill(net.convs[1], 0)  # a dead FIRST dendrite: the live dendrite 1 loses its cascade input from it
     before = copy.deepcopy(net.state_dict())
-    pruned, dropped = drop_dead_dendrites(net, [torch.from_numpy(rows)])
+    pruned, dropped = drop_negligible_dendrites(net, [torch.from_numpy(rows)])
     assert dropped == {"convs.0": 0, "convs.1": 1, "linears.0": 1}
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the caller's model
     assert [len(s.dendrites) for s in (*net.convs, *net.linears)] == [2, 2, 2]
@@ -113,16 +116,16 @@ def test_live_dendrites_stay(rows) -> None:
     kill(net.convs[1], 1, slice(0, 15))  # 15 of 16 channels never fire
     with torch.no_grad():
         net.convs[0].out_weights[0].zero_()  # no output of its own, but dendrite 1 reads it via U_1[0]
-    pruned, dropped = drop_dead_dendrites(net, [torch.from_numpy(rows)])
+    pruned, dropped = drop_negligible_dendrites(net, [torch.from_numpy(rows)])
     assert dropped == {"convs.0": 0, "convs.1": 0, "linears.0": 1}
     folded = fold_model(pruned)
     assert folded.convs[0].adds == [False, True]  # T_0 == 0: no constant-zero Mul/Add term is exported
     assert (logits(folded, rows) - logits(net, rows)).abs().max() <= 1e-5
     with torch.no_grad():
         net.convs[0].cascade[1].zero_()  # now it contributes nothing at all: dropped
-    assert drop_dead_dendrites(net, [torch.from_numpy(rows)])[1]["convs.0"] == 1
+    assert drop_negligible_dendrites(net, [torch.from_numpy(rows)])[1]["convs.0"] == 1
     plain = KWSNet(preset("ei-default", N_FEATURES, N_CLASSES))
-    assert drop_dead_dendrites(plain, [torch.from_numpy(rows)]) == (plain, {})
+    assert drop_negligible_dendrites(plain, [torch.from_numpy(rows)]) == (plain, {})
 
 
 # ---- the crash guard ----
@@ -150,7 +153,7 @@ def test_dead_dendrite_model_exports_and_runs(tmp_path, rows) -> None:
     net = relu_cc_net()
     report = export_all(net, tmp_path, rows, rows[:120])
     assert report["dendrites_dropped"] == {"convs.0": 0, "convs.1": 0, "linears.0": 1}
-    assert report["params"] == count_params(fold_model(drop_dead_dendrites(net, [torch.from_numpy(rows)])[0]))
+    assert report["params"] == count_params(fold_model(drop_negligible_dendrites(net, [torch.from_numpy(rows)])[0]))
     assert report["parity"]["fold_max_abs_diff"] <= 1e-5 and report["parity"]["tflite_max_abs_diff"] <= 1e-4
     path = tmp_path / "model_quantized_int8_io.tflite"
     x = rows[:120]
@@ -167,6 +170,61 @@ def test_dead_dendrite_model_exports_and_runs(tmp_path, rows) -> None:
 def test_without_dropping_the_export_fails_cleanly(tmp_path, rows, monkeypatch) -> None:
     """The same model with the dead dendrite kept: the converter writes an int8 model that aborts every
     interpreter; export_all raises instead of dying."""
-    monkeypatch.setattr(export, "DEAD_DENDRITE_TOL", -1.0)  # drop nothing
+    monkeypatch.setattr(export, "NEGLIGIBLE_STEPS", -1.0)  # drop nothing
+    monkeypatch.setattr(export.tflite, "RANGE_FLOOR", 0.0)  # floor nothing
     with pytest.raises(ExportError, match=r"model_quantized_int8_io.tflite crashes the TFLite interpreter"):
         export_all(relu_cc_net(), tmp_path, rows, rows[:120])
+
+
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
+def test_the_range_floor_alone_makes_it_load(tmp_path, rows, monkeypatch) -> None:
+    """Second line of defence: with the dead dendrite kept, the floored cascade ADD range loads and runs in
+    both interpreters, and the int8 model still predicts like the float one."""
+    monkeypatch.setattr(export, "NEGLIGIBLE_STEPS", -1.0)  # drop nothing
+    net = relu_cc_net()
+    report = export_all(net, tmp_path, rows, rows[:120])
+    assert report["dendrites_dropped"] == {"convs.0": 0, "convs.1": 0, "linears.0": 0}
+    assert report["ranges_floored"] and all("->" in note for note in report["ranges_floored"])
+    assert report["parity"]["tflm_argmax_agreement"] >= 0.99
+    with torch.no_grad():
+        probs = torch.softmax(net(torch.from_numpy(rows[:120])), -1).numpy()
+    int8 = predict(tmp_path / "model_quantized_int8_io.tflite", rows[:120])
+    assert np.mean(int8.argmax(1) == probs.argmax(1)) >= 0.97
+
+
+def near_dead_net(t: float) -> KWSNet:
+    """relu_cc_net with nothing dead, except that dendrite 1 of the second convolution contributes only
+    through a tiny output weight T = t (issue 21's trained case: above any 'dead' tolerance, far below an
+    int8 step)."""
+    net = relu_cc_net()
+    with torch.no_grad():
+        net.linears[0].out_weights[1].fill_(0.3)  # undo the dead classifier dendrite: keep only the case
+        net.linears[0].dendrites[1].bias.fill_(0.5)
+        net.convs[1].out_weights[1].fill_(t)
+    return net
+
+
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
+def test_a_near_dead_dendrite_exports_like_the_model_without_it(tmp_path, rows) -> None:
+    net = near_dead_net(1e-5)
+    pruned, dropped = drop_negligible_dendrites(net, [torch.from_numpy(rows)])
+    assert dropped["convs.1"] == 1 and len(pruned.convs[1].dendrites) == 1
+    without = copy.deepcopy(net)
+    export.fold._remove_dendrites(without.convs[1], {1})
+    x = rows[:120]
+    report = export_all(net, tmp_path / "with", rows, x)
+    export_all(without, tmp_path / "without", rows, x)
+    assert report["dendrites_dropped"]["convs.1"] == 1 and not report["ranges_floored"]
+    assert report["parity"]["prune_argmax_agreement"] == 1.0 and report["parity"]["prune_max_abs_diff"] < 1e-3
+    name = "model_quantized_int8_io.tflite"
+    q = quantize(x, *input_quantization(tmp_path / "with" / name))
+    assert input_quantization(tmp_path / "with" / name) == input_quantization(tmp_path / "without" / name)
+    np.testing.assert_array_equal(litert_int8_predict(tmp_path / "with" / name, q),
+                                  litert_int8_predict(tmp_path / "without" / name, q))
+
+
+def test_a_contributing_dendrite_is_kept(rows) -> None:
+    """The same dendrite with a real output weight is worth many int8 steps: it stays; the rule is not a
+    cap on how small a useful dendrite may be, only on what int8 can represent."""
+    _, dropped = drop_negligible_dendrites(near_dead_net(0.3), [torch.from_numpy(rows)])
+    assert dropped["convs.1"] == 0

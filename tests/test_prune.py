@@ -61,7 +61,7 @@ def test_size_buckets_are_half_octaves() -> None:
     assert prune.make_pruner("none") is None
 
 
-def test_stopped_trials_count_towards_the_target_budget_pruned_ones_do_not() -> None:
+def test_stopped_trials_count_towards_the_target_skipped_ones_do_not() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
     for attrs in ({"stopped_epoch": 12}, {}):  # stopped on its curve / over the size budget
         trial = study.ask()
@@ -70,5 +70,5 @@ def test_stopped_trials_count_towards_the_target_budget_pruned_ones_do_not() -> 
         study.tell(trial, state=TrialState.PRUNED)
     study.tell(study.ask(), [0.8, 1000.0])
     count = tally(study.get_trials())
-    assert (count.complete, count.stopped, count.pruned, count.counted) == (1, 1, 1, 2)
+    assert (count.complete, count.stopped, count.skipped, count.counted) == (1, 1, 1, 2)
     assert "1 stopped early" in str(count) and isinstance(count, Tally)

@@ -38,8 +38,37 @@ def test_the_model_never_exceeds_the_budget(budget: int, n_classes: int, flags: 
     assert deployed(run, k) == chosen["bound_params"] <= budget
     wider = size_to_budget(run_config(parse_args(list(flags)), 650, n_classes), 10**7)[1]["width"]
     assert chosen["width"] < wider  # the budget, not the search range, bounded the width
-    if run.mode != "traditional":
-        assert chosen["max_dendrites"] >= 1
+    assert chosen["width"] >= chosen["min_width"]  # never a base under the floor
+
+
+@pytest.mark.parametrize("n_classes", [3, 12])
+@pytest.mark.parametrize("budget", [600, 1347, 3228, 8000])
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("scope", ["all", "conv"])
+def test_sizing_never_builds_a_base_under_the_floor(budget: int, n_classes: int, k: int, scope: str) -> None:
+    """Fewer dendrites rather than a starved base: the width is at least the floor (or the plain net's own
+    width when the budget is that small), and one more dendrite would not have fitted on such a base."""
+    from block import sizing
+
+    flags = ("--model-format", "cc", "--perforate", scope, "--max-dendrites", str(k))
+    run, chosen = sized(budget, n_classes, *flags)
+    plain = sized(budget, n_classes, "--model-format", "traditional")[1]["width"]
+    floor = min(sizing.MIN_BASE_WIDTH, plain)
+    assert chosen["min_width"] == floor and chosen["width"] >= floor
+    assert chosen["requested_dendrites"] == k and run.schedule.max_dendrites == chosen["max_dendrites"] <= k
+    if chosen["max_dendrites"] < k:
+        more = sizing._widest(run, chosen["max_dendrites"] + 1, budget)
+        assert more is None or more < floor
+        assert f"{k} dendrite(s) per neuron fit only on a base under {floor} channels" in chosen["note"]
+    else:
+        assert chosen["note"] is None
+    assert deployed(run, chosen["max_dendrites"]) <= budget
+
+
+def test_the_tutorial_case_keeps_a_useful_base() -> None:
+    """Issue 21: CC with up to 3 dendrites at hello-world's automatic budget used to get 3 channels."""
+    _, chosen = sized(1347, 3, "--model-format", "cc", "--max-dendrites", "3")
+    assert chosen["channels"][0] >= 8 and chosen["max_dendrites"] < 3 and chosen["bound_params"] <= 1347
 
 
 def test_auto_is_edge_impulses_default_network() -> None:
@@ -56,8 +85,8 @@ def test_auto_is_edge_impulses_default_network() -> None:
 def test_a_budget_too_small_for_any_network_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"budget of 100 params is too small .* narrowest \(width 1\) has"):
         sized(100, 12, "--model-format", "traditional")
-    with pytest.raises(ConfigError, match="too small for this network with one dendrite"):
-        sized(300, 12, "--model-format", "cc", "--perforate", "all")
+    with pytest.raises(ConfigError, match="budget of 100 params is too small for this network"):
+        sized(100, 12, "--model-format", "cc", "--perforate", "all")
     with pytest.raises(ConfigError, match=r"cannot perforate layer 'convs\.5': this network's layers are "
                                           r"convs\.0, convs\.1, convs\.2, linears\.0"):
         sized(3000, 12, "--model-format", "cc", "--perforate-layers", "convs.1, convs.5")

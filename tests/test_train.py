@@ -32,7 +32,9 @@ def cc_run(tmp_path_factory) -> tuple[Path, dict]:
     # which test_export_dead_dendrites covers)
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
-        assert train.main(argv(out, "--model-format", "cc", "--seed", "5")) == 0
+        # --max-params 4000: room for one dendrite per neuron above issue 21's sizing floor (the automatic
+        # budget of 1,347 leaves none on the demo data, so a cc run would ship a plain net)
+        assert train.main(argv(out, "--model-format", "cc", "--seed", "5", "--max-params", "4000")) == 0
     (out.parent / f"{out.name}.log").write_text(log.getvalue())  # beside out/, whose file list is checked
     return out, json.loads((out / "metrics.json").read_text())
 
