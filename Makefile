@@ -9,13 +9,16 @@ STAMP   := $(VENV)/.installed
 setup: $(STAMP)
 
 # Reinstall only when the pins or the package metadata change. torch comes from the local CPU wheel via the
-# pin torch==2.13.0. The project itself goes in editable (-e .: its dependencies are requirements.txt's pins,
-# read by pyproject.toml), so `import dendritic`, `python -m export|features|sweep` and the dendritic-*
-# commands work from any directory with this interpreter. --no-build-isolation: build with the venv's own
-# setuptools instead of fetching one.
+# pin torch==2.13.0. Then the project itself, editable (its dependencies are requirements.txt's pins, read by
+# pyproject.toml and installed just before), so `import dendritic`, `python -m export|features|sweep` and the
+# dendritic-* commands work from any directory with this interpreter. Two steps because pip builds an
+# editable project before installing anything else: --no-build-isolation then uses the pinned setuptools
+# from requirements-dev.txt instead of fetching one.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation -r requirements-dev.txt -e .
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	$(VPY) -m pip check
 	touch $(STAMP)
 
 # Train, fold and export on the small dataset bundled in demo/ (no ../shared needed).

@@ -28,6 +28,7 @@ from kws.errors import TimeLimitError
 Log = Callable[[str], None]
 Search = Callable[[Namespace, object, Log], tuple[Namespace, object]]
 MODEL_FILES = ("model.tflite", "model_quantized_int8_io.tflite")
+INT8_FILE = MODEL_FILES[1]  # what the device's flash holds
 ONNX_FILE = "model.onnx"
 # Predicted seconds of the work after training, reserved from EI's compute limit before training starts.
 # EXPORT_SECONDS: the shipped model (model.pt, fold, ONNX, TFLite float + int8, parity, TFLM run, accuracy of
@@ -75,7 +76,7 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
     t_start = time.monotonic() if started is None else started
     from block.configs import run_config
     from block.data import load_ei_data
-    from block.report import plot_training, sizing_line, summary_table, write_json
+    from block.report import network_line, plot_training, sizing_line, summary_table, write_json
     from block.sizing import resolve_budget, size_to_budget
     from export.checkpoint import CALIBRATION_ROWS, export_checkpoint, save_checkpoint
     from kws.trainer import fit, train_teacher
@@ -83,9 +84,11 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
     out = writable_out_dir(args.out_directory)
     data = load_ei_data(args.data_directory, args.info_file, args.holdout_directory, args.mfcc_coefficients)
     data = replace(data, on_gpu=gpu_job())
-    log(f"data: {len(data.x_train)} train, {len(data.x_val)} validation"
-        + (f", {len(data.x_holdout)} holdout" if data.x_holdout is not None else "")
-        + f" rows; {data.n_features} features; classes {data.classes}")
+    data_line = (f"data: {len(data.x_train)} train, {len(data.x_val)} validation"
+                 + (f", {len(data.x_holdout)} holdout" if data.x_holdout is not None else "")
+                 + f" rows; {data.n_features} features; classes {data.classes}")
+    if search is not None:  # the search reports on this data before the network exists
+        log(data_line)
     limit = data.max_training_seconds  # the whole job's, counted from t_start (the search included)
     budget, source = resolve_budget(args.max_params, data.n_features, data.n_classes, args.mfcc_coefficients,
                                     args.model_preset)
@@ -97,11 +100,11 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
     if budget and search is None:  # --max-params without a search: the widest net that fits (block/sizing.py)
         cfg, chosen = size_to_budget(cfg, budget)
         sizing.update(chosen)
-        log(f"sizing: budget {budget:,} params ({source}): conv channels {chosen['channels']}"
-            + (f", up to {chosen['max_dendrites']} dendrites on {chosen['scope']} layers" if cfg.mode != "traditional"
-               else "") + f"; at most {chosen['bound_params']:,} params")
-        if chosen["note"]:
-            log(f"sizing: {chosen['note']} (floor {chosen['min_width']} channels: bench/sizing_floor.py)")
+    log(network_line(cfg, sizing, args.model_preset))  # right after the arguments (and before `data:`)
+    if sizing.get("note"):
+        log(f"sizing: {sizing['note']} (floor {sizing['min_width']} channels: bench/sizing_floor.py)")
+    if search is None:
+        log(data_line)
     if limit is not None:
         seconds = training_budget(limit, time.monotonic() - t_start, may_compare(cfg), log)
         cfg = replace(cfg, train=replace(cfg.train, max_seconds=seconds))
@@ -145,7 +148,8 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
         reference = traditional_reference(dm, out, calib, sets, data.classes, log, time_left())
         if reference is not None:
             metrics["deployment"]["traditional"] = reference
-        plot_training(result.history, metrics["cycles"], tmp / "training.png", sizing_line(metrics))
+        plot_training(result.history, metrics["cycles"], tmp / "training.png", sizing_line(metrics),
+                      metrics["deployment"])
         metrics["total_seconds"] = time.monotonic() - t_start
         write_json(tmp / "metrics.json", metrics)
     log(summary_table(metrics))
@@ -175,8 +179,8 @@ def deployment_summary(report: dict, evaluation: dict, params: int, dendrites: i
     """The deployment-cost and accuracy figures shown side by side for the shipped and reference models."""
     acc = {f"{split}_{kind}_accuracy": evaluation[split][kind]["accuracy"]
            for split in evaluation for kind in ("float", "int8")}
-    return {"dendrites": dendrites, "params": params, "files": report["files"], "macs": report["macs"],
-            "arena_bytes": report["arena_bytes"], **acc}
+    return {"dendrites": dendrites, "params": params, "flash_bytes": report["files"][INT8_FILE],
+            "arena_bytes": report["arena_bytes"], "files": report["files"], "macs": report["macs"], **acc}
 
 
 def assemble_metrics(cfg, result, dm, report: dict, evaluation: dict, classes: list[str]) -> dict:
@@ -195,7 +199,9 @@ def assemble_metrics(cfg, result, dm, report: dict, evaluation: dict, classes: l
         "dendrites": dm.num_dendrites, "epochs": result.epochs, "train_seconds": result.seconds,
         "float_accuracy": val["float"]["accuracy"], "int8_accuracy": val["int8"]["accuracy"],
         "per_class_accuracy": val["int8"]["per_class_accuracy"], "confusion": val["int8"]["confusion"],
-        **{k: report[k] for k in ("files", "macs", "arena_bytes", "ops", "parity", "ranges_floored") if k in report},
+        # on the device: flash = the int8 file, RAM = the TFLite Micro arena (params alone hide both)
+        "flash_bytes": report["files"][INT8_FILE],
+        **{k: report[k] for k in ("arena_bytes", "files", "macs", "ops", "parity", "ranges_floored") if k in report},
         "cycles": cycles, "evaluation": evaluation,
         "config": cfg.to_dict(),
         "history": history_dicts(result.history),

@@ -276,6 +276,9 @@ class _Run:
         self.error: BaseException | None = None
         self.say(f"training on {self.device}: {len(self.xt)} train / {len(self.xv)} validation rows, "
                  f"mode={run.pb.mode}, max {self.cfg.epochs} epochs, {self.model.deployed_params()} params")
+        if self.xh is not None:
+            self.say(f"holdout ({len(self.xh)} rows): holdout_acc is measured on the epochs that set a new best of "
+                     "their cycle (the checkpoint candidates) and shown only there; it never chooses anything")
         self.val_loss, self.val_acc = evaluate(self.model, self.xv, self.yv)
 
     @contextmanager

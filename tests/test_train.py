@@ -1,8 +1,11 @@
 """train.py on the bundled demo data: metrics.json contents, atomic artifacts and EI's time limit."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +30,17 @@ def cc_run(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("cc")
     # seed 5 keeps one live dendrite (seed 3's ReLU dendrite is dead on the export's rows and is dropped there,
     # which test_export_dead_dendrites covers)
-    assert train.main(argv(out, "--model-format", "cc", "--seed", "5")) == 0
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        # --max-params 4000: room for one dendrite per neuron above issue 21's sizing floor (the automatic
+        # budget of 1,347 leaves none on the demo data, so a cc run would ship a plain net)
+        assert train.main(argv(out, "--model-format", "cc", "--seed", "5", "--max-params", "4000")) == 0
+    (out.parent / f"{out.name}.log").write_text(log.getvalue())  # beside out/, whose file list is checked
     return out, json.loads((out / "metrics.json").read_text())
+
+
+def log_lines(out: Path) -> list[str]:
+    return (out.parent / f"{out.name}.log").read_text().splitlines()
 
 
 def test_artifacts_and_required_metrics(cc_run) -> None:
@@ -62,7 +74,8 @@ def test_cycles_count_the_shipped_params_when_export_drops_a_dead_dendrite() -> 
     result = SimpleNamespace(cycles=[{"dendrites": 0, "params": 1000}, {"dendrites": 1, "params": 1215}],
                              epochs=3, seconds=1.0, history=[])
     acc = {"accuracy": 0.5, "per_class_accuracy": [], "confusion": []}
-    report = {"params": 1212, "dendrites_dropped": {"convs.0": 1}, "files": {}, "macs": 1, "arena_bytes": 1}
+    report = {"params": 1212, "dendrites_dropped": {"convs.0": 1}, "files": {"model_quantized_int8_io.tflite": 9},
+              "macs": 1, "arena_bytes": 1}
     m = assemble_metrics(SimpleNamespace(mode="cc", to_dict=dict), result, SimpleNamespace(num_dendrites=1),
                          report, {"validation": {"float": acc, "int8": acc}}, ["a", "b"])
     assert m["cycles"] == [{"dendrites": 0, "params": 1000},
@@ -79,6 +92,63 @@ def test_dendritic_run_reports_the_same_net_without_dendrites(cc_run) -> None:
     assert trad["dendrites"] == 0 and trad["params"] == m["cycles"][0]["params"] < m["params"]
     assert trad["macs"] < m["macs"]
     assert trad["validation_int8_accuracy"] == pytest.approx(m["cycles"][0]["best_val_accuracy"], abs=0.05)
+
+
+def test_flash_and_ram_of_both_models_in_metrics_and_summary(cc_run) -> None:
+    """Params hide what dendrites cost on the device: metrics.json and the summary give flash (the int8 file's
+    bytes) and RAM (the TFLite Micro arena) for the shipped model and the same net without dendrites."""
+    from block.report import summary_table
+
+    out, m = cc_run
+    int8 = "model_quantized_int8_io.tflite"
+    assert m["flash_bytes"] == (out / int8).stat().st_size and m["arena_bytes"] > 0
+    dep = m["deployment"]
+    assert dep["shipped"]["flash_bytes"] == m["flash_bytes"]
+    assert dep["traditional"]["flash_bytes"] == dep["traditional"]["files"][int8] < m["flash_bytes"]
+    lines = summary_table(m).splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("model ") and "flash B (int8 file)" in ln)
+    rows = {ln.split()[0]: ln.split() for ln in lines[head + 2:head + 4]}
+    for name in ("shipped", "traditional"):
+        assert rows[name][3:5] == [str(dep[name]["flash_bytes"]), str(dep[name]["arena_bytes"])]
+    assert f"flash_bytes={m['flash_bytes']}  ram_bytes={m['arena_bytes']}" in "\n".join(lines)
+
+
+def test_the_log_names_the_network_built_and_when_holdout_acc_appears(cc_run) -> None:
+    out, m = cc_run
+    lines = [ln for ln in log_lines(out) if not ln.startswith("note:")]
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("arguments: "))
+    assert "conv_layers=2" in lines[i]  # the custom-architecture default, which the auto preset ignores...
+    network = lines[i + 1]  # ...so the very next line says what is built
+    assert network.startswith(f"network: preset auto: conv1d conv channels {m['sizing']['channels']} (kernel 3)")
+    assert f"{m['cycles'][0]['params']:,} params; cc dendrites: up to 1 per neuron" in network
+    assert f"sized to a budget of {m['sizing']['budget']:,} params" in network and lines[i + 2].startswith("data:")
+    assert any(ln.startswith("holdout (90 rows): holdout_acc is measured on the epochs that set a new best")
+               for ln in lines)
+    shown = [r["epoch"] for r in m["history"] if r["holdout_acc"] is not None]
+    assert shown and shown == [r["epoch"] for r in m["history"] if r["cycle_best"]]  # as the line says
+    epoch_lines = [ln for ln in lines if ln.startswith("epoch ") and "phase=" in ln]
+    assert [int(ln.split()[1].split("/")[0]) for ln in epoch_lines if "holdout_acc=" in ln] == shown
+
+
+def test_training_png_legend_and_title(cc_run, tmp_path: Path) -> None:
+    """Dendrite phases and additions appear in the legend only for runs that had them; a long title wraps
+    (no text is clipped: the image grows to hold it, and it does not grow wider)."""
+    from block.report import plot_training
+    from kws.trainer import EpochRecord
+
+    _, m = cc_run
+    history = [EpochRecord(**r) for r in m["history"]]
+    def size(name: str) -> tuple[int, int]:
+        return struct.unpack(">II", (tmp_path / name).read_bytes()[16:24])  # the PNG's IHDR: width, height
+
+    labels = plot_training(history, m["cycles"], tmp_path / "cc.png", "x " * 400, m["deployment"])
+    assert {"dendrite phase (neurons frozen)", "dendrites added"} <= set(labels)
+    # savefig's tight box grows to hold every text, so nothing is cut off; an unwrapped 800-character title
+    # would make the image ~4,000 px wide
+    assert size("cc.png")[0] <= 1210
+    plain = [EpochRecord(**{**r, "phase": "neuron", "dendrites": 0, "action": "continue"}) for r in m["history"]]
+    labels = plot_training(plain, m["cycles"][:1], tmp_path / "plain.png", "", {"shipped": m["deployment"]["shipped"]})
+    assert labels == ["train accuracy", "validation accuracy", "holdout accuracy (at each cycle's new best)"]
 
 
 def test_failed_export_leaves_no_model_files(tmp_path, monkeypatch, capsys) -> None:
