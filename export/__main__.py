@@ -13,7 +13,9 @@ import sys
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    from kws.errors import ArgumentParser  # usage + one `ERR:` line, as every tool of the project
+
+    p = ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     p.add_argument("model", help="model.pt written by train.py into its out directory")
     p.add_argument("--out-directory", required=True, help="where the three model files are written")
     p.add_argument("--data-directory", help="EI data directory whose validation split calibrates int8 "
