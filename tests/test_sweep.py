@@ -393,6 +393,7 @@ def _age_heartbeat(tmp_path: Path, trial_id: int, seconds: int = 3600) -> None:
                    (f"-{seconds} seconds", trial_id))
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_late_heartbeat_never_fails_a_live_local_trial(tmp_path: Path) -> None:
     from sweep.study import WORKER, fail_stale_trials
 
@@ -438,6 +439,7 @@ def test_the_heartbeat_outlives_a_storage_error() -> None:
     assert Flaky.calls >= 3
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_worker_whose_trial_was_finished_elsewhere_carries_on(tmp_path: Path) -> None:
     from sweep.budget import Budget
     from sweep.worker import Runner
