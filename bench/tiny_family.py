@@ -47,7 +47,7 @@ def run_one(job: tuple) -> dict:
         return evaluate(model, torch.as_tensor(x), torch.as_tensor(y))[1]
 
     return {"preset": preset, "budget": budget, "seed": seed, "width": chosen["width"],
-            "blocks": getattr(run.net, "blocks", run.net.conv_layers), "params": model.deployed_params(),
+            "blocks": run.net.blocks if hasattr(run.net, "blocks") else run.net.conv_layers, "params": model.deployed_params(),
             "val": acc(data.x_val, data.y_val), "holdout": acc(data.x_holdout, data.y_holdout),
             "epochs": result.epochs, "seconds": time.monotonic() - t0}
 
