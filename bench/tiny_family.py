@@ -8,12 +8,16 @@ LR, early stopping), a library-level fit with the preset sized by block/sizing.p
 validation checkpoint kept. It reports float validation accuracy (the selection criterion) and the float
 accuracy on the public holdout, whose speakers training never saw (a test set: reported, never selected
 on). No export: the int8 gap is the frontier rerun's job.
+
+`--depth` runs a second, small study for block/sizing.py's depth rule (dstcn.blocks_for_budget): dstcn with
+2, 3 and 4 blocks forced at larger budgets, each the widest that fits; read it on validation only.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench import common
@@ -24,6 +28,8 @@ BUDGETS = ("auto", "1000")  # "auto": Edge Impulse's default network's size (3,2
 RESULTS_JSON = common.RESULTS_DIR / "tiny_family.json"
 SECTION = "## Tiny DS-TCN family vs `auto` at equal budgets: a first measurement (issue 23)"
 HEADERS = ["budget", "preset", "width x blocks", "params", "seed", "val %", "holdout %", "epochs", "s"]
+DEPTH_BUDGETS = ("8000", "16000")
+DEPTHS = (2, 3, 4)
 
 
 def run_one(job: tuple) -> dict:
@@ -33,12 +39,16 @@ def run_one(job: tuple) -> dict:
     from block import sizing
     from kws.trainer import evaluate, fit
 
-    preset, budget_text, seed, data_root = job
+    preset, budget_text, seed, blocks, data_root = job
     torch.set_num_threads(1)
     data = load_dataset(DATASET, data_root)
     args, run = block_run(["--model-preset", preset, "--seed", str(seed)], data.n_features, data.n_classes)
     budget, _ = sizing.resolve_budget(budget_text, data.n_features, data.n_classes, args.mfcc_coefficients, preset)
     run, chosen = sizing.size_to_budget(run, budget)
+    if blocks is not None:  # the depth study: this depth, the widest plain net that fits
+        run = replace(run, net=replace(run.net, blocks=blocks))
+        run = replace(run, net=sizing.with_width(run.net, sizing._widest(run, 0, budget)))
+        chosen = {"width": run.net.width}
     t0 = time.monotonic()
     result = fit(run, data.splits(), lambda line: None)
     model = result.model.eval()
@@ -47,14 +57,15 @@ def run_one(job: tuple) -> dict:
         return evaluate(model, torch.as_tensor(x), torch.as_tensor(y))[1]
 
     return {"preset": preset, "budget": budget, "seed": seed, "width": chosen["width"],
-            "blocks": run.net.blocks if hasattr(run.net, "blocks") else run.net.conv_layers, "params": model.deployed_params(),
+            "blocks": run.net.blocks if hasattr(run.net, "blocks") else run.net.conv_layers,
+            "blocks_forced": blocks, "params": model.deployed_params(),
             "val": acc(data.x_val, data.y_val), "holdout": acc(data.x_holdout, data.y_holdout),
             "epochs": result.epochs, "seconds": time.monotonic() - t0}
 
 
 def table(runs: list[dict]) -> list[list[str]]:
     rows = []
-    for r in sorted(runs, key=lambda r: (-r["budget"], PRESETS.index(r["preset"]), r["seed"])):
+    for r in sorted(runs, key=lambda r: (-r["budget"], PRESETS.index(r["preset"]), r["blocks"], r["seed"])):
         rows.append([f"{r['budget']:,}", r["preset"], f"{r['width']} x {r['blocks']}", f"{r['params']:,}",
                      str(r["seed"]), f"{100 * r['val']:.1f}", f"{100 * r['holdout']:.1f}", str(r["epochs"]),
                      f"{r['seconds']:.0f}"])
@@ -74,20 +85,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     p.add_argument("--budgets", nargs="+", default=list(BUDGETS))
     p.add_argument("--data-root", type=Path, default=common.DATA_ROOT)
+    p.add_argument("--depth", action="store_true", help="the depth study (dstcn, forced blocks, larger budgets)")
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
     state = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {"runs": []}
     if not args.report:
-        done = {(r["preset"], r["budget_text"], r["seed"]) for r in state["runs"]}
-        for job in [(pr, b, s, args.data_root) for b in args.budgets for pr in args.presets for s in args.seeds]:
-            if job[:3] in done:
+        done = {(r["preset"], r["budget_text"], r["seed"], r.get("blocks_forced")) for r in state["runs"]}
+        todo = [(pr, b, s, None) for b in args.budgets for pr in args.presets for s in args.seeds]
+        if args.depth:
+            todo = [("dstcn", b, s, d) for b in DEPTH_BUDGETS for d in DEPTHS for s in args.seeds]
+        for job in todo:
+            if job in done:
                 continue
-            record = run_one(job) | {"budget_text": job[1]}
+            record = run_one((*job, args.data_root)) | {"budget_text": job[1]}
             print(json.dumps(record), flush=True)
             state["runs"].append(record)  # saved as they finish, so an interrupted run resumes
             common.write_json(RESULTS_JSON, state | {"machine": common.machine_info()})
-    rows = table(state["runs"])
+    rows = table([r for r in state["runs"] if r.get("blocks_forced") is None])
+    depth_rows = table([r for r in state["runs"] if r.get("blocks_forced") is not None])
     print(common.text_table(HEADERS, rows))
+    print(common.text_table(HEADERS, depth_rows))
     if not args.report:
         m = state.get("machine", {})
         cpu = next((line.split(":", 1)[1].strip() for line in m.get("lscpu_head", []) if "Model name" in line), "?")
@@ -100,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                 "selected on. Reference (issue 23's plain-torch probe): auto 81-82 % at 2,952 and ~72 % at 1k; "
                 "a DS net ~86 % at 2,940 and ~79 % at 952.\n\n"
                 + common.markdown_table(HEADERS, rows) + "\n")
+        if depth_rows:
+            body += ("\nDepth study (`--depth`): dstcn with the blocks forced, each the widest plain net under the "
+                     "budget; block/sizing.py's depth rule (dstcn.blocks_for_budget) is read off the validation "
+                     "column.\n\n" + common.markdown_table(HEADERS, depth_rows) + "\n")
         common.update_md_section(common.RESULTS_MD, SECTION, body, "bench.tiny_family")
     return 0
 
