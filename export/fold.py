@@ -127,14 +127,6 @@ def merge_branches(m: nn.Module) -> nn.Module:
     return out
 
 
-def _merge_all_branches(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if is_multi_branch(child):
-            setattr(module, name, merge_branches(child))
-        else:
-            _merge_all_branches(child)
-
-
 def _plain(m: nn.Module) -> nn.Module:
     """A Conv/Linear, or a Sequential(Conv/Linear, BatchNorm) (PB's wrapped conv+BN unit) folded into one."""
     if isinstance(m, nn.Sequential) and len(m) == 2:
@@ -320,12 +312,13 @@ def _reads_like(a: nn.Module, b: nn.Module) -> bool:
     return all(getattr(a, n, None) == getattr(b, n, None) for n in ("kernel_size", "dilation", "padding", "stride"))
 
 
-def _replace_dendritic(module: nn.Module) -> None:
+def _replace(module: nn.Module, match, fold) -> None:
+    """In place: every submodule `match`es (outermost first) becomes `fold(submodule)`."""
     for name, child in module.named_children():
-        if is_dendritic(child):
-            setattr(module, name, fold_dendritic(child))
+        if match(child):
+            setattr(module, name, fold(child))
         else:
-            _replace_dendritic(child)
+            _replace(child, match, fold)
 
 
 @torch.no_grad()
@@ -335,10 +328,10 @@ def fold_model(model: nn.Module) -> nn.Module:
     multi-branch conv merged into one. The original model is left untouched."""
     folded = copy.deepcopy(model).eval()
     absorb_batchnorms(folded)
-    _merge_all_branches(folded)
+    _replace(folded, is_multi_branch, merge_branches)
     if is_dendritic(folded):
         folded = fold_dendritic(folded).eval()
-    _replace_dendritic(folded)
+    _replace(folded, is_dendritic, fold_dendritic)
     fold_batchnorms(folded)
     for p in folded.parameters():
         p.requires_grad_(False)

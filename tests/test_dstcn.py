@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_fold import add_dendrites
 from torch import nn
 
 from block.configs import run_config
@@ -92,12 +93,7 @@ def grown(name: str, activation: str, k: int, layers: tuple[str, ...] = POINTWIS
     torch.manual_seed(k)
     dm = DendriticModel(build_net(preset(name, 650, 12, width=12)),
                         PBConfig(mode="gd", activation=activation, layers=layers, scope=scope))
-    for layer in dm.layers.values():
-        for _ in range(k):
-            layer.add_dendrite()
-        with torch.no_grad():
-            for p in [*layer.out_weights, *layer.cascade, *layer.dendrite_parameters()]:
-                p.normal_(std=0.2)
+    add_dendrites(dm, k)
     trained_looking(dm)
     return dm
 
