@@ -9,6 +9,9 @@ validation checkpoint kept. It reports float validation accuracy (the selection 
 accuracy on the public holdout, whose speakers training never saw (a test set: reported, never selected
 on). No export: the int8 gap is the frontier rerun's job.
 
+`--costs` exports each preset, sized to each budget, untrained through the block's verified int8 chain, for
+what the device pays (params, MACs, TFLite Micro arena, int8 file size: none of them depend on the weights).
+
 `--depth` runs a second, small study for block/sizing.py's depth rule (dstcn.blocks_for_budget): dstcn with
 2, 3 and 4 blocks forced at larger budgets, each the widest that fits; read it on validation only.
 """
@@ -26,6 +29,7 @@ DATASET = "gsc12-real"
 PRESETS = ("auto", "dstcn", "dstcn-multikernel")
 BUDGETS = ("auto", "1000")  # "auto": Edge Impulse's default network's size (3,228 at 12 classes)
 RESULTS_JSON = common.RESULTS_DIR / "tiny_family.json"
+COSTS_JSON = common.RESULTS_DIR / "tiny_family_costs.json"  # apart: a cost run may overlap a training run
 SECTION = "## Tiny DS-TCN family vs `auto` at equal budgets: a first measurement (issue 23)"
 HEADERS = ["budget", "preset", "width x blocks", "params", "seed", "val %", "holdout %", "epochs", "s"]
 DEPTH_BUDGETS = ("8000", "16000")
@@ -63,6 +67,44 @@ def run_one(job: tuple) -> dict:
             "epochs": result.epochs, "seconds": time.monotonic() - t0}
 
 
+COST_HEADERS = ["budget", "preset", "width x blocks", "params", "MACs", "arena B", "int8 bytes", "ops"]
+
+
+def cost_one(preset: str, budget_text: str, data_root: Path) -> dict:
+    """The deployment cost of `preset` sized to the budget (an untrained model: the costs do not depend on
+    the weights), through export_all (fold, ONNX, int8 TFLite, TFLite Micro run)."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from bench.common import block_run, load_dataset
+    from block import sizing
+    from export import export_all
+    from kws.trainer import build_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    data = load_dataset(DATASET, data_root)
+    args, run = block_run(["--model-preset", preset], data.n_features, data.n_classes)
+    budget, _ = sizing.resolve_budget(budget_text, data.n_features, data.n_classes, args.mfcc_coefficients, preset)
+    run, chosen = sizing.size_to_budget(run, budget)
+    x = np.asarray(data.x_val[:500], dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_all(build_model(run).net.eval(), Path(tmp), x, x[:200])
+    return {"preset": preset, "budget": budget, "budget_text": budget_text, "width": chosen["width"],
+            "blocks": run.net.blocks if hasattr(run.net, "blocks") else run.net.conv_layers,
+            "params": report["params"], "macs": report["macs"], "arena_bytes": report["arena_bytes"],
+            "int8_bytes": report["files"]["model_quantized_int8_io.tflite"],
+            "ops": ", ".join(f"{op} {n}" for op, n in report["ops"].items())}
+
+
+def cost_table(costs: list[dict]) -> list[list[str]]:
+    return [[f"{c['budget']:,}", c["preset"], f"{c['width']} x {c['blocks']}", f"{c['params']:,}",
+             f"{c['macs']:,}", f"{c['arena_bytes']:,}", f"{c['int8_bytes']:,}", c["ops"]]
+            for c in sorted(costs, key=lambda c: (-c["budget"], PRESETS.index(c["preset"])))]
+
+
 def table(runs: list[dict]) -> list[list[str]]:
     rows = []
     for r in sorted(runs, key=lambda r: (-r["budget"], PRESETS.index(r["preset"]), r["blocks"], r["seed"])):
@@ -86,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", nargs="+", default=list(BUDGETS))
     p.add_argument("--data-root", type=Path, default=common.DATA_ROOT)
     p.add_argument("--depth", action="store_true", help="the depth study (dstcn, forced blocks, larger budgets)")
+    p.add_argument("--costs", action="store_true", help="export each preset untrained: MACs, arena, bytes")
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
     state = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {"runs": []}
@@ -94,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         todo = [(pr, b, s, None) for b in args.budgets for pr in args.presets for s in args.seeds]
         if args.depth:
             todo = [("dstcn", b, s, d) for b in DEPTH_BUDGETS for d in DEPTHS for s in args.seeds]
+        if args.costs:
+            todo = []
+            common.write_json(COSTS_JSON, [cost_one(pr, b, args.data_root) for b in args.budgets for pr in args.presets])
         for job in todo:
             if job in done:
                 continue
@@ -105,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     depth_rows = table([r for r in state["runs"] if r.get("blocks_forced") is not None])
     print(common.text_table(HEADERS, rows))
     print(common.text_table(HEADERS, depth_rows))
+    costs = cost_table(json.loads(COSTS_JSON.read_text()) if COSTS_JSON.exists() else [])
+    print(common.text_table(COST_HEADERS, costs))
     if not args.report:
         m = state.get("machine", {})
         cpu = next((line.split(":", 1)[1].strip() for line in m.get("lscpu_head", []) if "Model name" in line), "?")
@@ -117,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                 "selected on. Reference (issue 23's plain-torch probe): auto 81-82 % at 2,952 and ~72 % at 1k; "
                 "a DS net ~86 % at 2,940 and ~79 % at 952.\n\n"
                 + common.markdown_table(HEADERS, rows) + "\n")
+        if costs:
+            body += ("\nDeployment cost (`--costs`): each preset sized to the budget, exported untrained through "
+                     "the verified int8 chain (params, MACs and the TFLite Micro arena do not depend on the "
+                     "weights).\n\n" + common.markdown_table(COST_HEADERS, costs) + "\n")
         if depth_rows:
             body += ("\nDepth study (`--depth`): dstcn with the blocks forced, each the widest plain net under the "
                      "budget; block/sizing.py's depth rule (dstcn.blocks_for_budget) is read off the validation "
