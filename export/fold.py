@@ -419,14 +419,15 @@ def drop_negligible_dendrites(model: nn.Module, rows: list[torch.Tensor], steps:
     checked as a whole (cascades make removals interact) and shrunk until it fits.
 
     The caller's model is never changed: a model without dendritic layers is returned as is, any other as an
-    eval-mode deep copy (also when nothing is dropped). Layers with an activation the fold does not know are
-    left for fold_model to reject.
+    eval-mode deep copy (also when nothing is dropped), with any BatchNorm after a dendritic layer absorbed
+    into it (exact), so the int8 steps are those of the output the export quantizes. Layers with an
+    activation the fold does not know are left for fold_model to reject.
     """
     names = [n for n, m in model.named_modules() if is_dendritic(m) and len(m.dendrites)
              and m.activation in ACTIVATIONS]
     if not names:
         return model, {}
-    pruned = copy.deepcopy(model).eval()
+    pruned = absorb_batchnorms(copy.deepcopy(model).eval())  # measure what int8 sees: the output after BN
     layers = {n: pruned.get_submodule(n) for n in names}
     step, alone = _changes(pruned, layers, {n: [{j} for j in range(len(layers[n].dendrites))] for n in names},
                            rows, chunk)

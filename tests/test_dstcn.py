@@ -17,7 +17,7 @@ from block.params import parse_args
 from block.sizing import deployed, resolve_budget, size_to_budget
 from dendritic import DendriticModel, PBConfig, ScheduleConfig
 from export.costs import count_params
-from export.fold import fold_model, is_multi_branch, merge_branches
+from export.fold import drop_negligible_dendrites, fold_model, is_multi_branch, merge_branches
 from kws.nets import build_net, preset
 from kws.nets.dstcn import DSConfig, MultiKernel, blocks_for_budget, deployed_params
 from kws.trainer import RunConfig, Splits, TrainConfig, fit
@@ -109,6 +109,12 @@ def test_dendrites_on_the_pointwise_layers_fold_and_count_exactly(name: str, act
     assert max_diff(dm.net, folded, torch.randn(16, 650)) <= TOL
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert dm.deployed_params() == dm.deployed_params(k) == count_params(folded)
+    x = torch.randn(32, 650)
+    pruned, dropped = drop_negligible_dendrites(dm.net, [x])  # measured after the BN it absorbs, exactly
+    if activation != "linear":  # (linear dendrites fold into the neurons: nothing to measure)
+        assert all(isinstance(pruned.get_submodule(name[:-1] + "1"), nn.Identity) for name in POINTWISE)
+    if not any(dropped.values()):
+        assert max_diff(dm.net, pruned, x) <= TOL
     plain = deployed_params(build_net(preset(name, 650, 12, width=12)))
     per_layer = 0 if activation == "linear" else k * (12 * 12 + 12) + k * 12 + 12 * k * (k - 1) // 2
     assert count_params(folded) == plain + len(POINTWISE) * per_layer
