@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         m = state.get("machine", {})
         cpu = next((line.split(":", 1)[1].strip() for line in m.get("lscpu_head", []) if "Model name" in line), "?")
-        body = (f"Command: `nice -n 10 python -m bench.tiny_family` (one run at a time, one thread); machine: "
+        body = ("Commands: `nice -n 10 python -m bench.tiny_family` (training: one run at a time, one thread; "
+                "`--presets` splits it), `--costs`, `--depth --seeds 1`; machine: "
                 f"{cpu}, {m.get('cpus')} CPUs shared with other benchmarks (load "
                 f"{m.get('loadavg_1_5_15', [0])[0]:.1f}), {m.get('date_utc', '')[:16]} UTC, commit "
                 f"{m.get('git_head', '')}. {DATASET}, the block's default recipe, each preset sized by "
