@@ -13,7 +13,7 @@ on). No export: the int8 gap is the frontier rerun's job.
 what the device pays (params, MACs, TFLite Micro arena, int8 file size: none of them depend on the weights).
 
 `--depth` runs a second, small study for block/sizing.py's depth rule (dstcn.blocks_for_budget): dstcn with
-2, 3 and 4 blocks forced at larger budgets, each the widest that fits; read it on validation only.
+2, 3 and 4 blocks forced at 1k, 3.2k, 8k and 16k params, each the widest that fits; read it on validation only.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ RESULTS_JSON = common.RESULTS_DIR / "tiny_family.json"
 COSTS_JSON = common.RESULTS_DIR / "tiny_family_costs.json"  # apart: a cost run may overlap a training run
 SECTION = "## Tiny DS-TCN family vs `auto` at equal budgets: a first measurement (issue 23)"
 HEADERS = ["budget", "preset", "width x blocks", "params", "seed", "val %", "holdout %", "epochs", "s"]
-DEPTH_BUDGETS = ("8000", "16000")
+DEPTH_BUDGETS = ("1000", "auto", "8000", "16000")
 DEPTHS = (2, 3, 4)
 
 
@@ -111,13 +111,13 @@ def table(runs: list[dict]) -> list[list[str]]:
         rows.append([f"{r['budget']:,}", r["preset"], f"{r['width']} x {r['blocks']}", f"{r['params']:,}",
                      str(r["seed"]), f"{100 * r['val']:.1f}", f"{100 * r['holdout']:.1f}", str(r["epochs"]),
                      f"{r['seconds']:.0f}"])
-    for budget in sorted({r["budget"] for r in runs}, reverse=True):
-        for preset in PRESETS:
-            mine = [r for r in runs if r["budget"] == budget and r["preset"] == preset]
-            if len(mine) > 1:
-                rows.append([f"{budget:,}", f"**{preset} mean**", "", "", f"n={len(mine)}",
-                             f"{common.mean_sd([100 * r['val'] for r in mine])[0]:.1f}",
-                             f"{common.mean_sd([100 * r['holdout'] for r in mine])[0]:.1f}", "", ""])
+    for budget, preset, blocks in sorted({(r["budget"], r["preset"], r["blocks"]) for r in runs},
+                                         key=lambda g: (-g[0], PRESETS.index(g[1]), g[2])):
+        mine = [r for r in runs if (r["budget"], r["preset"], r["blocks"]) == (budget, preset, blocks)]
+        if len(mine) > 1:  # seeds of one architecture
+            rows.append([f"{budget:,}", f"**{preset} mean**", f"x {blocks}", "", f"n={len(mine)}",
+                         f"{common.mean_sd([100 * r['val'] for r in mine])[0]:.1f}",
+                         f"{common.mean_sd([100 * r['holdout'] for r in mine])[0]:.1f}", "", ""])
     return rows
 
 
@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 "block/sizing.py to the budget ('auto' = EI's default network, 3,228 params). Float accuracy of "
                 "the best-validation checkpoint; the holdout is the public test set (new speakers), never "
                 "selected on. Reference (issue 23's plain-torch probe): auto 81-82 % at 2,952 and ~72 % at 1k; "
-                "a DS net ~86 % at 2,940 and ~79 % at 952.\n\n"
+                "a DS net ~86 % at 2,940 and ~79 % at 952. The s column is wall time on this shared machine, "
+                "whose load varied threefold over the runs: compare epochs, not seconds.\n\n"
                 + common.markdown_table(HEADERS, rows) + "\n")
         if costs:
             body += ("\nDeployment cost (`--costs`): each preset sized to the budget, exported untrained through "
