@@ -8,7 +8,8 @@ from argparse import Namespace
 
 from dendritic import PBConfig, ScheduleConfig
 from kws.augment import AugmentConfig
-from kws.nets.convfc import NetConfig, preset
+from kws.nets import preset
+from kws.nets.convfc import NetConfig
 from kws.trainer import RunConfig, TrainConfig
 
 

@@ -4,7 +4,8 @@
     run, choice = size_to_budget(run, budget)
 
 The width is the knob: every conv layer scales with it (explicit channel lists scale by the same factor), the
-rest of the architecture stays as configured. For a dendritic format the shipped model can grow to
+rest of the architecture stays as configured. The DS-TCN family (kws/nets/dstcn.py) first takes its depth
+from the budget (`dstcn.blocks_for_budget`), then the widest width that fits. For a dendritic format the shipped model can grow to
 `max_dendrites` per neuron, so the budget must hold P(max_dendrites) (pb-algorithm §6.2); we keep the
 requested dendrite count and take the widest base under the budget, but never a base narrower than
 MIN_BASE_WIDTH channels (or the plain net's width, when the budget is that small): when the requested count
@@ -18,11 +19,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kws.errors import ConfigError
-from kws.nets.convfc import NetConfig, conv_channels
+from kws.nets import AnyNetConfig, dstcn
+from kws.nets.convfc import conv_channels
 from kws.trainer import RunConfig, build_model
 
 AUTO = "auto"
-SIZED_PRESETS = ("auto", "ei-default")  # the presets "auto" sizes; an explicit architecture is kept as is
+SIZED_PRESETS = ("auto", "ei-default", *dstcn.PRESETS)  # "auto" sizes these; an explicit architecture is kept
 MAX_WIDTH = 512
 # The narrowest base (first conv layer's channels) sizing builds to make room for dendrites. Measured at the
 # automatic budget (bench/sizing_floor.py, RESULTS.md "Sizing floor"): CC on 3-4 channels per layer lost to
@@ -54,8 +56,8 @@ def resolve_budget(text: str | int, n_features: int, n_classes: int, n_coeffs: i
     return value, "max-params"
 
 
-def with_width(net: NetConfig, width: int) -> NetConfig:
-    if net.channels is not None:
+def with_width(net: AnyNetConfig, width: int) -> AnyNetConfig:
+    if getattr(net, "channels", None) is not None:
         scale = width / net.channels[0]
         return replace(net, width=width, channels=tuple(max(1, round(c * scale)) for c in net.channels))
     return replace(net, width=width)
@@ -84,6 +86,8 @@ def size_to_budget(run: RunConfig, budget: int) -> tuple[RunConfig, dict]:
     """The run resized to fit `budget` deployed params (dendrites included), and what was chosen: "width",
     "channels", "max_dendrites" (lowered from the request when only a base under the floor had room),
     "requested_dendrites", "min_width" (the floor applied), "note" (why fewer dendrites, else None), ..."""
+    if isinstance(run.net, dstcn.DSConfig):
+        run = replace(run, net=replace(run.net, blocks=dstcn.blocks_for_budget(budget)))
     dendritic = run.mode != "traditional"
     k_max = run.schedule.max_dendrites if dendritic else 0
     plain = _widest(run, 0, budget)
@@ -103,7 +107,8 @@ def size_to_budget(run: RunConfig, budget: int) -> tuple[RunConfig, dict]:
         note = (f"{k_max} dendrite(s) per neuron fit only on a base under {floor} channels; growing "
                 + (f"up to {k}" if k else "none") + f" on {width} channels instead")
     sized = replace(run, net=with_width(run.net, width), schedule=replace(run.schedule, max_dendrites=k))
-    return sized, {"budget": budget, "width": width, "channels": conv_channels(sized.net),
+    channels = conv_channels(sized.net) if hasattr(sized.net, "growth") else [width] * (sized.net.blocks + 1)
+    return sized, {"budget": budget, "width": width, "channels": channels,
                    "max_dendrites": k, "requested_dendrites": k_max, "min_width": floor, "note": note,
                    "scope": (",".join(run.pb.layers) or run.pb.scope) if dendritic else None,
                    "base_params": deployed(sized, 0), "bound_params": deployed(sized, k)}

@@ -85,6 +85,7 @@ def wrap_layers(net: nn.Module, scope: Scope, activation: Activation, init_mult:
     classifier that copy adds params but no features (bench/why_dendrites.py); `layers` lets a user (or the
     frontier) grow e.g. only the last convolution, whose neurons' errors the candidates correlate with best."""
     targets = [(name, m) for name, m in net.named_modules() if isinstance(m, SCOPES["all" if layers else scope])
+               and getattr(m, "groups", 1) == 1  # a depthwise/grouped conv's dendrites could not fold
                and not any(isinstance(p, DendriticLayer) for p in _parents(net, name))]
     if layers:
         unknown = [n for n in layers if n not in dict(targets)]
@@ -267,4 +268,6 @@ class DendriticModel(nn.Module):
         dendrites may sit on some neurons only: selective installation)."""
         wrapped = {id(p) for layer in self.layers.values() for p in layer.parameters()}
         rest = sum(p.numel() for p in self.net.parameters() if id(p) not in wrapped)
+        # a network that re-parameterises at export (BatchNorm, parallel branches) says what folds away
+        rest -= self.net.training_only_params() if hasattr(self.net, "training_only_params") else 0
         return rest + sum(deployed_params(layer, dendrites) for layer in self.layers.values())

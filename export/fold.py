@@ -71,6 +71,62 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def _absorb_bn(d: nn.Module, bn: nn.Module) -> None:
+    """In place: a BatchNorm after a dendritic layer is s * y + b per output channel, and with
+    y = M(x) + sum_j T_j * a_j that is (s*M + b)(x) + sum_j (s*T_j) * a_j: the BN folds into the neurons
+    (fold_bn) and scales every T_j; the dendrites and cascades are unchanged. Exact for every activation."""
+    scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+    d.main = fold_bn(_plain(d.main), bn)
+    for t in d.out_weights:
+        t.mul_(scale)
+
+
+def absorb_batchnorms(model: nn.Module) -> nn.Module:
+    """In place: every dendritic layer directly followed by a BatchNorm inside an nn.Sequential absorbs it
+    (`_absorb_bn`) and the BatchNorm becomes Identity. Returns the model."""
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if is_dendritic(seq[i]) and isinstance(seq[i + 1], BN_TYPES):
+                _absorb_bn(seq[i], seq[i + 1])
+                seq[i + 1] = nn.Identity()
+    return model
+
+
+def is_multi_branch(m: nn.Module) -> bool:
+    """A module whose output is the plain sum of its `branches` (each a Conv, or Conv + BatchNorm)."""
+    return isinstance(getattr(m, "branches", None), nn.ModuleList)
+
+
+@torch.no_grad()
+def merge_branches(m: nn.Module) -> nn.Module:
+    """One conv equal to the sum of parallel convs (TENet's multi-kernel depthwise, each BN folded first)
+    that differ only in their odd, 'same'-padded kernel length along the first spatial axis: every kernel is
+    zero-padded at both ends of that axis to the longest. With padding k // 2 an odd kernel's centre tap
+    reads the same input position at any stride, so the padded kernels line up; weights and biases add.
+    Exact, and only the longest kernel is deployed."""
+    convs = [_plain(b) for b in m.branches]
+    big = max(convs, key=lambda c: c.kernel_size[0])
+
+    def shape(c: nn.Module) -> tuple:
+        return (type(c), c.stride, c.groups, c.dilation, c.in_channels, c.out_channels, c.kernel_size[1:],
+                c.padding[1:])
+
+    if not all(shape(c) == shape(big) and c.kernel_size[0] % 2 and c.padding[0] == c.kernel_size[0] // 2
+               and set(c.dilation) == {1} for c in convs):
+        raise ValueError("only convs differing in their odd, 'same'-padded first kernel length can merge")
+    out = copy.deepcopy(big)
+    weight, bias = torch.zeros_like(big.weight), torch.zeros(big.out_channels, dtype=big.weight.dtype)
+    n = big.kernel_size[0]
+    for c in convs:
+        pad = (n - c.kernel_size[0]) // 2
+        weight[:, :, pad:n - pad] += c.weight
+        if c.bias is not None:
+            bias += c.bias
+    out.weight, out.bias = nn.Parameter(weight), nn.Parameter(bias)
+    return out
+
+
 def _plain(m: nn.Module) -> nn.Module:
     """A Conv/Linear, or a Sequential(Conv/Linear, BatchNorm) (PB's wrapped conv+BN unit) folded into one."""
     if isinstance(m, nn.Sequential) and len(m) == 2:
@@ -256,22 +312,26 @@ def _reads_like(a: nn.Module, b: nn.Module) -> bool:
     return all(getattr(a, n, None) == getattr(b, n, None) for n in ("kernel_size", "dilation", "padding", "stride"))
 
 
-def _replace_dendritic(module: nn.Module) -> None:
+def _replace(module: nn.Module, match, fold) -> None:
+    """In place: every submodule `match`es (outermost first) becomes `fold(submodule)`."""
     for name, child in module.named_children():
-        if is_dendritic(child):
-            setattr(module, name, fold_dendritic(child))
+        if match(child):
+            setattr(module, name, fold(child))
         else:
-            _replace_dendritic(child)
+            _replace(child, match, fold)
 
 
 @torch.no_grad()
 def fold_model(model: nn.Module) -> nn.Module:
-    """An eval-mode deep copy with every dendritic layer folded (plain layer when it has 0 dendrites) and
-    every Sequential Conv/Linear+BatchNorm pair fused. The original model is left untouched."""
+    """An eval-mode deep copy with every dendritic layer folded (plain layer when it has 0 dendrites), every
+    Sequential Conv/Linear+BatchNorm pair fused (also a BatchNorm after a dendritic layer) and every
+    multi-branch conv merged into one. The original model is left untouched."""
     folded = copy.deepcopy(model).eval()
+    absorb_batchnorms(folded)
+    _replace(folded, is_multi_branch, merge_branches)
     if is_dendritic(folded):
         folded = fold_dendritic(folded).eval()
-    _replace_dendritic(folded)
+    _replace(folded, is_dendritic, fold_dendritic)
     fold_batchnorms(folded)
     for p in folded.parameters():
         p.requires_grad_(False)
@@ -359,14 +419,15 @@ def drop_negligible_dendrites(model: nn.Module, rows: list[torch.Tensor], steps:
     checked as a whole (cascades make removals interact) and shrunk until it fits.
 
     The caller's model is never changed: a model without dendritic layers is returned as is, any other as an
-    eval-mode deep copy (also when nothing is dropped). Layers with an activation the fold does not know are
-    left for fold_model to reject.
+    eval-mode deep copy (also when nothing is dropped), with any BatchNorm after a dendritic layer absorbed
+    into it (exact), so the int8 steps are those of the output the export quantizes. Layers with an
+    activation the fold does not know are left for fold_model to reject.
     """
     names = [n for n, m in model.named_modules() if is_dendritic(m) and len(m.dendrites)
              and m.activation in ACTIVATIONS]
     if not names:
         return model, {}
-    pruned = copy.deepcopy(model).eval()
+    pruned = absorb_batchnorms(copy.deepcopy(model).eval())  # measure what int8 sees: the output after BN
     layers = {n: pruned.get_submodule(n) for n in names}
     step, alone = _changes(pruned, layers, {n: [{j} for j in range(len(layers[n].dendrites))] for n in names},
                            rows, chunk)

@@ -25,7 +25,7 @@ from kws import losses
 from kws.augment import AugmentConfig, augment, mixup
 from kws.errors import ConfigError, TimeLimitError
 from kws.lockstep import Lockstep
-from kws.nets.convfc import KWSNet, NetConfig
+from kws.nets import AnyNetConfig, build_net, config_from_dict
 
 Log = Callable[[str], None]
 
@@ -76,7 +76,7 @@ class TrainConfig:
 class RunConfig:
     """Everything `fit` needs to build and train one model, passed as one object (and saved in model.pt)."""
 
-    net: NetConfig
+    net: AnyNetConfig
     pb: PBConfig = field(default_factory=PBConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -95,11 +95,9 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         """Inverse of to_dict (JSON or torch.load round trips turn tuples into lists)."""
-        net, train = dict(d["net"]), dict(d["train"])
-        if net.get("channels") is not None:
-            net["channels"] = tuple(net["channels"])
+        train = dict(d["train"])
         train["augment"] = AugmentConfig(**train.get("augment", {}))
-        return cls(NetConfig(**net), PBConfig(**d["pb"]), ScheduleConfig(**d["schedule"]), TrainConfig(**train))
+        return cls(config_from_dict(d["net"]), PBConfig(**d["pb"]), ScheduleConfig(**d["schedule"]), TrainConfig(**train))
 
 
 @dataclass
@@ -175,7 +173,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 40
 def build_model(run: RunConfig, device: torch.device | str = "cpu") -> DendriticModel:
     """The network wrapped for PB, with Adam and ReduceLROnPlateau rebuilt inside on every restructure."""
     train_cfg = run.train
-    net = KWSNet(run.net).to(device)
+    net = build_net(run.net).to(device)
     lr = train_cfg.learning_rate
     return DendriticModel(
         # fused Adam: one kernel instead of a Python loop over ~20-30 small tensors (-70 % step time)
@@ -187,8 +185,11 @@ def build_model(run: RunConfig, device: torch.device | str = "cpu") -> Dendritic
 def teacher_config(run: RunConfig) -> RunConfig:
     """The distillation teacher: the same net `teacher_width` times wider, trained traditionally."""
     m, net = run.train.teacher_width, run.net
-    wider = replace(net, width=round(net.width * m), linear_width=round(net.linear_width * m),
-                    channels=None if net.channels is None else tuple(round(c * m) for c in net.channels))
+    if hasattr(net, "linear_width"):  # conv+FC: hidden linear layers and explicit channel lists scale too
+        wider = replace(net, width=round(net.width * m), linear_width=round(net.linear_width * m),
+                        channels=None if net.channels is None else tuple(round(c * m) for c in net.channels))
+    else:
+        wider = replace(net, width=round(net.width * m))
     return RunConfig(wider, PBConfig(mode="traditional"), run.schedule, replace(run.train, distill_weight=0.0))
 
 

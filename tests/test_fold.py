@@ -80,17 +80,25 @@ def grown(cfg, k: int, conv_type: str = "conv1d", mixed_signs: bool = False):
     from dendritic import DendriticModel
 
     dm = DendriticModel(KWSNet(preset("ei-default", N_FEATURES, N_CLASSES, conv_type=conv_type)), cfg)
+    add_dendrites(dm, k)
+    if mixed_signs:
+        with torch.no_grad():
+            for layer in dm.layers.values():
+                sign = torch.tensor([1.0 if c in (0, 5) else -1.0 for c in range(layer.num_neurons)])
+                for t in layer.out_weights:
+                    t.abs_().mul_(sign)
+    return dm
+
+
+def add_dendrites(dm, k: int) -> None:
+    """k dendrites on every wrapped layer of DendriticModel `dm`, every dendrite parameter (T, U and the
+    copies) drawn N(0, 0.2) from the torch RNG."""
     for layer in dm.layers.values():
         for _ in range(k):
             layer.add_dendrite()
         with torch.no_grad():
             for p in [*layer.out_weights, *layer.cascade, *layer.dendrite_parameters()]:
                 p.normal_(std=0.2)
-            if mixed_signs:
-                sign = torch.tensor([1.0 if c in (0, 5) else -1.0 for c in range(layer.num_neurons)])
-                for t in layer.out_weights:
-                    t.abs_().mul_(sign)
-    return dm
 
 
 @pytest.mark.parametrize("conv_type", ["conv1d", "conv2d"])
