@@ -28,10 +28,11 @@ def cc_run(request, tmp_path_factory) -> tuple[str, Path, dict]:
         pytest.skip(f"{data} not found (../shared/data is needed for end-to-end tests)")
     out = tmp_path_factory.mktemp(name)
     # Defaults except what pins the scenario: CC, two dendrite rounds, a fixed seed (CPU runs are
-    # deterministic with one thread, so the dendrite count is reproducible).
+    # deterministic with one thread, so the dendrite count is reproducible), and a budget with room for two
+    # dendrites on a base of at least 8 channels (the automatic one has none: block/sizing.py's floor).
     cmd = [sys.executable, str(ROOT / "train.py"), "--data-directory", str(data), "--out-directory", str(out),
            "--holdout-directory", str(data / "holdout"), "--info-file", str(data / "train_input.json"),
-           "--model-format", "cc", "--max-dendrites", "2", "--seed", "1"]
+           "--model-format", "cc", "--max-dendrites", "2", "--max-params", "6000", "--seed", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return name, out, json.loads((out / "metrics.json").read_text())
