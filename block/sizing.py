@@ -107,7 +107,8 @@ def size_to_budget(run: RunConfig, budget: int) -> tuple[RunConfig, dict]:
         note = (f"{k_max} dendrite(s) per neuron fit only on a base under {floor} channels; growing "
                 + (f"up to {k}" if k else "none") + f" on {width} channels instead")
     sized = replace(run, net=with_width(run.net, width), schedule=replace(run.schedule, max_dendrites=k))
-    channels = conv_channels(sized.net) if hasattr(sized.net, "growth") else [width] * (sized.net.blocks + 1)
+    ds = isinstance(sized.net, dstcn.DSConfig)
+    channels = [width] * (sized.net.blocks + 1) if ds else conv_channels(sized.net)
     return sized, {"budget": budget, "width": width, "channels": channels,
                    "max_dendrites": k, "requested_dendrites": k_max, "min_width": floor, "note": note,
                    "scope": (",".join(run.pb.layers) or run.pb.scope) if dendritic else None,

@@ -440,9 +440,11 @@ def drop_negligible_dendrites(model: nn.Module, rows: list[torch.Tensor], steps:
             total += alone[n][j]
             pick.add(j)
         chosen[n] = pick
-    while any(chosen.values()):  # the chosen sets together (the sum of single changes is only a guide)
+    # Two or more chosen in a layer: check them together (the sum of single changes is only a guide); one
+    # alone was measured already.
+    while any(len(c) > 1 for c in chosen.values()):
         _, joint = _changes(pruned, layers, {n: [chosen[n]] for n in names}, rows, chunk)
-        over = [n for n in names if chosen[n] and joint[n][0] > steps * step[n]]
+        over = [n for n in names if len(chosen[n]) > 1 and joint[n][0] > steps * step[n]]
         if not over:
             break
         for n in over:

@@ -43,6 +43,14 @@ SCALE_TIED_OPS = frozenset({"SPLIT", "SPLIT_V", "RESHAPE", "SQUEEZE", "EXPAND_DI
                             "MAX_POOL_2D", "PAD", "SLICE", "STRIDED_SLICE", "CONCATENATION"})
 
 
+def _calibrated_range(q) -> tuple[float, float] | None:
+    """(min, max) with 0 inside of a tensor's calibrated per-tensor range; None for constants and
+    per-channel tensors, which carry none."""
+    if q is None or q.min is None or q.max is None or len(q.min) != 1:
+        return None
+    return min(float(q.min[0]), 0.0), max(float(q.max[0]), 0.0)
+
+
 def floor_ranges(calibrated: bytes) -> tuple[bytes, list[str]]:
     """The calibrated (float, min/max-annotated) model with every ADD/SUB output range floored at
     RANGE_FLOOR x its largest input range as the quantizer will see it, and one "tensor: old range -> new
@@ -56,14 +64,12 @@ def floor_ranges(calibrated: bytes) -> tuple[bytes, list[str]]:
 
         def span(index: int, graph=graph, producer=producer) -> float:
             """The tensor's calibrated range (with 0); for a scale-tied op's output, its input's."""
-            q = graph.tensors[index].quantization
-            own = 0.0
-            if q is not None and q.min is not None and q.max is not None and len(q.min) == 1:
-                own = float(max(q.max[0], 0.0) - min(q.min[0], 0.0))
+            lo_hi = _calibrated_range(graph.tensors[index].quantization)
+            own = lo_hi[1] - lo_hi[0] if lo_hi else 0.0
             op = producer.get(index)
             if op is not None and fb.opcode_to_name(model, op.opcodeIndex) in SCALE_TIED_OPS:
                 own = max([own, *(span(i) for i in op.inputs if i >= 0)])
-            return own  # constants and per-channel tensors carry no calibrated range: 0
+            return own
 
         for op in graph.operators:
             if fb.opcode_to_name(model, op.opcodeIndex) not in FLOORED_OPS:
@@ -71,9 +77,9 @@ def floor_ranges(calibrated: bytes) -> tuple[bytes, list[str]]:
             out = op.outputs[0]
             floor = RANGE_FLOOR * max(span(i) for i in op.inputs if i >= 0)
             q = graph.tensors[out].quantization
-            if q is None or q.min is None or q.max is None or len(q.min) != 1:
+            if (lo_hi := _calibrated_range(q)) is None:
                 continue
-            lo, hi = min(float(q.min[0]), 0.0), max(float(q.max[0]), 0.0)
+            lo, hi = lo_hi
             have = hi - lo
             if have >= floor:
                 continue
@@ -105,13 +111,12 @@ def _quantize_int8(saved_model: Path, x_calib: np.ndarray) -> tuple[bytes, list[
     import tensorflow as tf
     from tensorflow.lite.python import lite
 
-    notes: list[str] = []
+    notes: list[str] | None = None  # floor_ranges' notes, once the converter has called the hook
     quantize = lite._mlir_quantize
 
     def floored_quantize(calibrated: bytes, *args, **kwargs) -> bytes:
-        calibrated, found = floor_ranges(calibrated)
-        notes.extend(found)
-        notes.append("")  # marks that the hook ran
+        nonlocal notes
+        calibrated, notes = floor_ranges(calibrated)
         return quantize(calibrated, *args, **kwargs)
 
     rows = calibration_rows(x_calib)
@@ -124,10 +129,10 @@ def _quantize_int8(saved_model: Path, x_calib: np.ndarray) -> tuple[bytes, list[
     c._experimental_disable_per_channel_quantization_for_dense_layers = True
     with mock.patch.object(lite, "_mlir_quantize", floored_quantize):
         model = c.convert()
-    if "" not in notes:
+    if notes is None:
         raise RuntimeError("the TFLite converter skipped its calibrate -> MLIR quantize step, which the "
                            "int8 range floor needs")
-    return model, [n for n in notes if n]
+    return model, notes
 
 
 def convert_tflite(onnx_path: Path, out_dir: Path, x_calib: np.ndarray) -> tuple[Path, Path, list[str]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial
 
 from .space import FORMATS, KNOBS
-from .study import retried_numbers, tally
+from .study import retried_numbers, state_word, tally
 
 COLORS = {"traditional": "tab:blue", "gd": "tab:orange", "cc": "tab:green"}
 BUDGETS = (250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000)
@@ -42,14 +42,6 @@ COLUMNS = (
     "error",
 )
 Row = dict
-
-
-def state_word(t: FrozenTrial) -> str:
-    """The sweep's words for a trial's state: Optuna's PRUNED is STOPPED (early, on its validation curve,
-    after training a while) or SKIPPED (never trained: over the size budget or out of time)."""
-    if t.state.name == "PRUNED":
-        return "STOPPED" if "stopped_epoch" in t.user_attrs else "SKIPPED"
-    return t.state.name
 
 
 def trial_rows(trials: list[FrozenTrial]) -> list[Row]:

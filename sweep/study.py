@@ -119,15 +119,15 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
             continue
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                failed.append(trial_id)
+                failed.append(trial)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # finished meanwhile, or failed by another worker first
     callback = storage.get_heartbeat_stale_trial_callback()
-    for trial_id in failed:
-        if callback is not None:
+    if callback is not None:
+        for trial in failed:
             with quiet():
-                callback(study, storage.get_trial(trial_id))
-    return [storage.get_trial(t).number for t in failed]
+                callback(study, storage.get_trial(trial._trial_id))  # its FAIL state, as Optuna passes it
+    return [trial.number for trial in failed]
 
 
 class SweepError(ProjectError, ValueError):
@@ -310,23 +310,19 @@ def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
     return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
 
+def state_word(t: FrozenTrial) -> str:
+    """The sweep's words for a trial's state: Optuna's PRUNED is STOPPED (early, on its validation curve,
+    after training a while) or SKIPPED (never trained: over the size budget or out of time)."""
+    if t.state is TrialState.PRUNED:
+        return "STOPPED" if "stopped_epoch" in t.user_attrs else "SKIPPED"
+    return t.state.name
+
+
 def tally(trials: list[FrozenTrial]) -> Tally:
     retried = retried_numbers(trials)
     t = Tally()
     for trial in trials:
-        if trial.state is TrialState.FAIL:
-            if trial.number in retried:
-                t.retried += 1
-            else:
-                t.failed += 1
-        elif trial.state is TrialState.PRUNED and "stopped_epoch" in trial.user_attrs:
-            t.stopped += 1
-        else:
-            name = {
-                TrialState.COMPLETE: "complete",
-                TrialState.PRUNED: "skipped",
-                TrialState.RUNNING: "running",
-                TrialState.WAITING: "waiting",
-            }[trial.state]
-            setattr(t, name, getattr(t, name) + 1)
+        word = state_word(trial)  # COMPLETE, STOPPED, SKIPPED, RUNNING, WAITING: the Tally fields
+        name = ("retried" if trial.number in retried else "failed") if word == "FAIL" else word.lower()
+        setattr(t, name, getattr(t, name) + 1)
     return t
