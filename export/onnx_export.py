@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kws.errors import signals_deferred
+
 from .verify import ExportError, first_line
 
 INPUT_NAME, OUTPUT_NAME = "x", "y"
@@ -35,7 +37,8 @@ def with_softmax(model: nn.Module) -> nn.Module:
 
 def export_onnx(model: nn.Module, path: Path, n_features: int) -> Path:
     """Write `model` (plain or folded, logits out) with softmax appended to `path`; check it fully."""
-    import onnx
+    with signals_deferred():  # a stop signal inside onnx's native module init would abort the process
+        import onnx
 
     probs = with_softmax(model)
     noisy = logging.getLogger("torch.onnx")  # "torchvision is not installed" registry warnings

@@ -24,7 +24,7 @@ from typing import NoReturn
 from dendritic.errors import ConfigError
 
 __all__ = ["ArgumentParser", "ConfigError", "ProjectError", "Terminated", "TimeLimitError", "commit_results",
-           "error_line", "exit_code", "first_line", "stop_on_signals", "stop_requested"]
+           "error_line", "exit_code", "first_line", "signals_deferred", "stop_on_signals", "stop_requested"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -56,13 +56,38 @@ class _Stop:
 
     signum: int | None = None
     committed = False
+    deferring = 0  # > 0 inside `signals_deferred`
+    deferred = False  # a signal came while deferring; it is raised when the outermost block ends
+
+
+def _stop_exception(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _on_signal(signum: int, frame) -> None:
     if _Stop.committed or _Stop.signum is not None:
         return  # the results are in place, or the run is already unwinding: let its cleanup finish
     _Stop.signum = signum
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    if _Stop.deferring:
+        _Stop.deferred = True
+        return
+    raise _stop_exception(signum)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold a stop signal's exception until the block ends. For short stretches of Python code that a C++
+    extension calls, where an exception must not pass: onnx's nanobind module init runs Python (enum
+    classes) during `import onnx`, and a KeyboardInterrupt raised there aborts the whole process
+    (std::terminate: no `ERR:` line, no cleanup, exit -6; seen once in CI)."""
+    _Stop.deferring += 1
+    try:
+        yield
+    finally:
+        _Stop.deferring -= 1
+    if not _Stop.deferring and _Stop.deferred:
+        _Stop.deferred = False
+        raise _stop_exception(_Stop.signum or signal.SIGTERM)
 
 
 @contextmanager
@@ -77,7 +102,7 @@ def stop_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _Stop.signum, _Stop.committed = None, False
+    _Stop.signum, _Stop.committed, _Stop.deferred = None, False, False
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield

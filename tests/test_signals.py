@@ -164,3 +164,22 @@ def test_a_signal_a_library_swallowed_still_stops_the_job_before_the_move(tmp_pa
 
     assert exit_code(work) == 143
     assert list(out.iterdir()) == []
+
+
+def test_a_signal_inside_a_deferred_block_stops_the_run_when_the_block_ends() -> None:
+    """`signals_deferred` (around `import onnx`, whose native init aborts the process if an exception passes
+    through it): the block runs to its end, then the signal's exception is raised once, outside it."""
+    from kws.errors import Terminated, signals_deferred, stop_on_signals, stop_requested
+
+    ran = []
+    with stop_on_signals(), pytest.raises(Terminated):
+        with signals_deferred():
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(100):  # the handler runs between bytecodes: give it many
+                    time.sleep(0.001)
+                ran.append("inner")
+            ran.append("outer")
+        ran.append("after")  # never: the exception comes as the outer block ends
+    assert ran == ["inner", "outer"]
+    assert stop_requested() == signal.SIGTERM
