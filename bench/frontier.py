@@ -26,6 +26,7 @@ from bench import common
 DATASETS = ("gsc12-real", "commands12", "hello-world")
 BUDGETS = (1000, 2000, 4000, 8000, 16000)
 UNIFORM3 = ["--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform"]  # the default's shape
+DSTCN_PW = "blocks.0.pw.0,blocks.1.pw.0"  # the pointwise convs of a DS-TCN's first two blocks
 
 
 def cc(scope: str, k: int, *extra: str) -> list[str]:
@@ -60,10 +61,22 @@ GRID = {  # family -> {name: block flags}; every one is sized to the budget with
         # linear dendrites fold into the neurons: training-time capacity at zero deployed params
         "cc linear, all layers, k<=2, 3 conv uniform": cc("all", 2, *UNIFORM3, "--dendrite-activation", "linear"),
     },
+    # issue 23: the DS-TCN family (kws/nets/dstcn.py), its depth and width sized to the budget by block/sizing.py
+    "tiny": {
+        "dstcn": ["--model-format", "traditional", "--model-preset", "dstcn"],
+        "dstcn, multi-kernel 3/5/7/9": ["--model-format", "traditional", "--model-preset", "dstcn-multikernel"],
+    },
+    "tiny dendritic": {  # dendrites on the pointwise convs of the first two blocks (every depth has them)
+        "cc, dstcn pointwise, k<=2": cc(DSTCN_PW, 2, "--model-preset", "dstcn"),
+        "cc linear, dstcn pointwise, k<=2": cc(DSTCN_PW, 2, "--model-preset", "dstcn",
+                                               "--dendrite-activation", "linear"),
+    },
 }
+CONVFC = ("traditional", "dendritic")  # issue 14's families: the conv+FC net with and without dendrites
 RESULTS_JSON = common.RESULTS_DIR / "frontier.json"
 PLOT = common.REPO / "bench" / "frontier.png"
 SECTION = "## Frontier: best traditional vs best dendritic model per parameter budget (issue 14)"
+SECTION_TINY = "## Frontier rerun: the DS-TCN family beside the conv+FC family, with and without dendrites (issue 23)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-root", type=Path, default=common.REPO / "out" / "bench" / "frontier")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--configs", nargs="+", help="select only these grid entries (merged with earlier ones)")
+    p.add_argument("--families", nargs="+", choices=list(GRID), help="only these families (default: all)")
+    p.add_argument("--measured-selection", action="store_true",
+                   help="run the selection seeds end to end (train.py, int8) instead of a library-level fit; "
+                        "the pick's selection runs then count among its measured seeds")
     p.add_argument("--rerun", action="store_true", help="train again even where a run's metrics.json exists")
     p.add_argument("--report", action="store_true")
     p.add_argument("--update-results-md", action="store_true")
@@ -152,7 +169,7 @@ def table(measured: list[dict], datasets: list[str], budgets: list[int]) -> list
         for b in budgets:
             fams = {f: sorted((r for r in measured if (r["dataset"], r["budget"], r["family"]) == (ds, b, f)
                                and r.get("holdout_int8_accuracy") is not None), key=lambda r: r["seed"])
-                    for f in GRID}
+                    for f in CONVFC}
             if not all(fams.values()):
                 continue
             t, d = fams["traditional"], fams["dendritic"]
@@ -171,9 +188,9 @@ HEADERS = ["dataset", "budget", "best traditional (val)", "params", "holdout int
            "params", "dendrites", "holdout int8 %", "dendritic − traditional (pt)", "per seed"]
 
 
-def selection_rows(selection: list[dict], datasets: list[str], budgets: list[int]) -> list[list[str]]:
+def selection_md(selection: list[dict], datasets: list[str], budgets: list[int], families: tuple[str, ...]) -> str:
     """Every grid entry's mean validation accuracy per dataset and budget: what was tried, and dropped."""
-    names = [n for fam in GRID.values() for n in fam]
+    names = [n for fam in families for n in GRID[fam]]
     rows = []
     for ds in datasets:
         for b in budgets:
@@ -181,8 +198,44 @@ def selection_rows(selection: list[dict], datasets: list[str], budgets: list[int
             for n in names:
                 rs = [r for r in selection if (r["dataset"], r["budget"], r["name"]) == (ds, b, n) and "val" in r]
                 cells.append(f"{100 * sum(r['val'] for r in rs) / len(rs):.1f}" if rs else "–")
-            rows.append([ds, f"{b:,}", *cells])
-    return rows
+            if any(c != "–" for c in cells):
+                rows.append([ds, f"{b:,}", *cells])
+    return common.markdown_table(["dataset", "budget", *names], rows)
+
+
+TINY_HEADERS = ["dataset", "budget", "conv+FC params", "conv+FC holdout int8 %", "DS-TCN pick (val)", "params",
+                "holdout float %", "holdout int8 %", "d vs conv+FC (pt)", "DS-TCN + dendrites pick (val)", "params",
+                "dendrites", "holdout int8 %", "d vs DS-TCN (pt)"]
+
+
+def tiny_table(picked: list[dict], datasets: list[str], budgets: list[int]) -> list[list[str]]:
+    """Per dataset and budget: the conv+FC pick, the DS-TCN pick and the dendritic DS-TCN pick, int8 holdout."""
+    def rows_of(ds: str, b: int, fam: str) -> dict[int, dict]:
+        return {r["seed"]: r for r in picked if (r["dataset"], r["budget"], r["family"]) == (ds, b, fam)
+                and r.get("holdout_int8_accuracy") is not None}
+
+    def acc(rs: dict[int, dict], key: str = "holdout_int8_accuracy") -> str:
+        return pct([r[key] for r in rs.values()]) if rs else "–"
+
+    def diff(a: dict[int, dict], b: dict[int, dict]) -> str:
+        d = [100 * (a[s]["holdout_int8_accuracy"] - b[s]["holdout_int8_accuracy"]) for s in a if s in b]
+        return common.fmt_pm(d, 1, show_n=False) if len(d) > 1 else "–"
+
+    def params(rs: dict[int, dict]) -> str:
+        return common.fmt_pm([r["params"] for r in rs.values()], 0, show_n=False) if rs else "–"
+
+    out = []
+    for ds in datasets:
+        for b in budgets:
+            conv, tiny, dend = (rows_of(ds, b, f) for f in ("traditional", "tiny", "tiny dendritic"))
+            if not tiny:
+                continue
+            name = lambda rs: next(iter(rs.values()))["name"] if rs else "–"
+            out.append([ds, f"{b:,}", params(conv), acc(conv), name(tiny), params(tiny),
+                        acc(tiny, "holdout_float_accuracy"), acc(tiny), diff(tiny, conv), name(dend), params(dend),
+                        common.fmt_pm([r["dendrites"] for r in dend.values()], 1, show_n=False) if dend else "–",
+                        acc(dend), diff(dend, tiny)])
+    return out
 
 
 def plot(measured: list[dict], datasets: list[str], budgets: list[int]) -> None:
@@ -193,7 +246,8 @@ def plot(measured: list[dict], datasets: list[str], budgets: list[int]) -> None:
 
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
-        for fam, colour in (("traditional", "tab:blue"), ("dendritic", "tab:orange")):
+        for fam, colour in (("traditional", "tab:blue"), ("dendritic", "tab:orange"), ("tiny", "tab:green"),
+                            ("tiny dendritic", "tab:red")):
             xs, ys, es = [], [], []
             for b in budgets:
                 rs = [r for r in measured if (r["dataset"], r["budget"], r["family"]) == (ds, b, fam)
@@ -215,45 +269,75 @@ def plot(measured: list[dict], datasets: list[str], budgets: list[int]) -> None:
     fig.savefig(PLOT, dpi=110)
 
 
+def measure_all(jobs: list[tuple], state: dict, args: argparse.Namespace) -> list[dict]:
+    """Measure the (dataset, budget, family, name, seed) jobs not yet in state["measured"] (two at a time),
+    merge them in and save; return the rows of every job, earlier or new."""
+    key = lambda r: (r["dataset"], r["budget"], r["family"], r["name"], r["seed"])
+    have = {key(r): r for r in state["measured"] if r.get("holdout_int8_accuracy") is not None}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        new = list(pool.map(lambda j: measure_one(j, args), [j for j in jobs if j not in have]))
+    redone = {key(r) for r in new}
+    state["measured"] = [r for r in state["measured"] if key(r) not in redone] + new
+    common.write_json(RESULTS_JSON, state | {"machine": common.machine_info()})
+    have |= {key(r): r for r in new}
+    return [have[j] for j in jobs if j in have]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     state = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {"selection": [], "measured": []}
+    families = args.families or list(GRID)
     if not args.report:
-        jobs = [(ds, b, fam, name, s, args.data_root) for ds in args.datasets for b in args.budgets
-                for fam in GRID for name in GRID[fam] for s in args.select_seeds
-                if not args.configs or name in args.configs]
-        with ProcessPoolExecutor(args.jobs) as pool:
-            selection = list(pool.map(select_one, jobs))
+        grid = [(ds, b, fam, name, s) for ds in args.datasets for b in args.budgets for fam in families
+                for name in GRID[fam] for s in args.select_seeds if not args.configs or name in args.configs]
+        if args.measured_selection:  # the selection seeds run end to end; they count among the pick's seeds
+            selection = [{"dataset": r["dataset"], "budget": r["budget"], "family": r["family"], "name": r["name"],
+                          "seed": r["seed"], "val": r["float_accuracy"], "params": r["params"],
+                          "dendrites": r["dendrites"], "measured": True}
+                         for r in measure_all(grid, state, args)]
+        else:
+            with ProcessPoolExecutor(args.jobs) as pool:
+                selection = list(pool.map(select_one, [(*job, args.data_root) for job in grid]))
         new = {(r["dataset"], r["budget"], r["name"], r["seed"]) for r in selection}
         state["selection"] = [r for r in state["selection"]
                               if (r["dataset"], r["budget"], r["name"], r["seed"]) not in new] + selection
         common.write_json(RESULTS_JSON, state | {"machine": common.machine_info()})
         picks = chosen_configs(state["selection"])
-        done = {(r["dataset"], r["budget"], r["family"], r["name"], r["seed"]) for r in state["measured"]
-                if r.get("holdout_int8_accuracy") is not None}
-        todo = [(ds, b, fam, picks[(ds, b, fam)], s) for ds in args.datasets for b in args.budgets for fam in GRID
-                if (ds, b, fam) in picks for s in args.seeds if (ds, b, fam, picks[(ds, b, fam)], s) not in done]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            measured = list(pool.map(lambda j: measure_one(j, args), todo))
-        redone = {(r["dataset"], r["budget"], r["family"]) for r in measured}  # a new pick replaces the old one
-        state["measured"] = [r for r in state["measured"] if (r["dataset"], r["budget"], r["family"]) not in redone
-                             or (r["dataset"], r["budget"], r["family"], r["name"], r["seed"]) in done
-                             and r["name"] == picks[(r["dataset"], r["budget"], r["family"])]] + measured
-        common.write_json(RESULTS_JSON, state | {"machine": common.machine_info()})
-    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in state["measured"])]
-    budgets = sorted({r["budget"] for r in state["measured"]})
-    rows = table(state["measured"], datasets, budgets)
+        measure_all([(ds, b, fam, picks[(ds, b, fam)], s) for ds in args.datasets for b in args.budgets
+                     for fam in families if (ds, b, fam) in picks for s in args.seeds], state, args)
+    picks = chosen_configs(state["selection"])
+    picked = [r for r in state["measured"] if picks.get((r["dataset"], r["budget"], r["family"])) == r["name"]]
+    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in picked)]
+    budgets = sorted({r["budget"] for r in picked})
+    rows = table(picked, datasets, budgets)
     print(common.text_table(HEADERS, rows))
+    tiny = tiny_table(picked, datasets, budgets)
+    if tiny:
+        print(common.text_table(TINY_HEADERS, tiny))
     if args.update_results_md:
-        plot(state["measured"], datasets, budgets)
-        cmd = "python -m bench.frontier " + " ".join(argv if argv is not None else [])
-        body = (f"Command: `{cmd.strip()}`; {common.machine_info().get('cpus')} CPUs, one core per run. Selection on "
+        plot(picked, datasets, budgets)
+        body = (f"Command: `python -m bench.frontier --families traditional dendritic`; "
+                f"{common.machine_info().get('cpus')} CPUs, one core per run. Selection on "
                 "validation (float, 2 seeds) among the grid in bench/frontier.py; holdout int8 over 5 seeds.\n\n"
                 + common.markdown_table(HEADERS, rows) + "\n\n![frontier](frontier.png)\n\nSelection: mean float validation "
                 "accuracy (%) of every grid entry (selection seeds), each sized to the budget:\n\n"
-                + common.markdown_table(["dataset", "budget", *[n for fam in GRID.values() for n in fam]],
-                                 selection_rows(state["selection"], datasets, budgets)) + "\n")
+                + selection_md(state["selection"], datasets, budgets, CONVFC) + "\n")
         common.update_md_section(common.RESULTS_MD, SECTION, body, "bench.frontier")
+        if tiny:
+            tiny_body = (
+                "Command: `python -m bench.frontier --families tiny \"tiny dendritic\" --measured-selection "
+                "--datasets D --budgets B` (2 runs at a time, one core each); the shared "
+                f"{common.machine_info().get('cpus')}-CPU dev machine, last run "
+                f"{state.get('machine', {}).get('date_utc', '')[:16]} UTC at commit "
+                f"{state.get('machine', {}).get('git_head', '')}. Every run is `train.py` end to end (sizing, "
+                "training, fold, int8 export, TFLite Micro). Per family the selection seeds (1, 2) run first; the "
+                "configuration with the best mean float *validation* accuracy is picked and run on seeds 3-5 too "
+                "(its seeds 1-2 count among its 5). The holdout (new speakers or voices) is never used to choose. "
+                "The conv+FC columns are issue 14's frontier (the current `auto` family, 3 uniform convs, the "
+                "same 5 seeds and recipe). Means ± sd over 5 seeds; d = paired per-seed difference.\n\n"
+                + common.markdown_table(TINY_HEADERS, tiny) + "\n\nSelection (mean float validation %, seeds 1-2):\n\n"
+                + selection_md(state["selection"], datasets, budgets, ("tiny", "tiny dendritic")) + "\n")
+            common.update_md_section(common.RESULTS_MD, SECTION_TINY, tiny_body, "bench.frontier")
     return 0
 
 
