@@ -103,11 +103,18 @@ def network_line(cfg, sizing: dict, preset: str) -> str:
     (sized to the budget), so the `arguments:` line's custom-architecture values do not describe it."""
     from block.sizing import deployed
     from kws.nets.convfc import conv_channels
+    from kws.nets.dstcn import DSConfig
 
     net, k = cfg.net, cfg.schedule.max_dendrites
-    hidden = f"dense {net.linear_width} x{net.linear_layers - 1} -> " if net.linear_layers > 1 else ""
-    text = (f"network: preset {preset}: {net.conv_type} conv channels {conv_channels(net)} "
-            f"(kernel {net.kernel_size}) -> {hidden}dense {net.n_classes}, {deployed(cfg, 0):,} params")
+    if isinstance(net, DSConfig):
+        branches = f", trained as kernels {'/'.join(map(str, net.branch_kernels))}" if net.branch_kernels else ""
+        text = (f"network: preset {preset}: DS-TCN stem conv {net.width} (kernel {net.stem_kernel}) -> {net.blocks} "
+                f"blocks of depthwise kernel {net.kernel}{branches} + pointwise {net.width} with residual "
+                f"({net.downsample} strided) -> average pool -> dense {net.n_classes}, {deployed(cfg, 0):,} params")
+    else:
+        hidden = f"dense {net.linear_width} x{net.linear_layers - 1} -> " if net.linear_layers > 1 else ""
+        text = (f"network: preset {preset}: {net.conv_type} conv channels {conv_channels(net)} "
+                f"(kernel {net.kernel_size}) -> {hidden}dense {net.n_classes}, {deployed(cfg, 0):,} params")
     if cfg.mode != "traditional":
         text += f"; {cfg.mode} dendrites: up to {k} per neuron, at most {deployed(cfg, k):,} params"
     if sizing.get("budget"):
