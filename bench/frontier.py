@@ -131,7 +131,7 @@ def chosen_configs(selection: list[dict]) -> dict[tuple, str]:
     keys = {(r["dataset"], r["budget"], r["family"], r["name"]) for r in selection if r["name"] in order}
     for (ds, b, fam, name) in sorted(keys, key=lambda k: (k[0], k[1], k[2], order.index(k[3]))):
         vals = [r["val"] for r in selection if (r["dataset"], r["budget"], r["family"], r["name"]) == (ds, b, fam, name)
-                and "val" in r]
+                and r.get("val") is not None]
         if vals:
             score = sum(vals) / len(vals)
             if (ds, b, fam) not in best or score > best[(ds, b, fam)][0]:
@@ -196,7 +196,7 @@ def selection_md(selection: list[dict], datasets: list[str], budgets: list[int],
         for b in budgets:
             cells = []
             for n in names:
-                rs = [r for r in selection if (r["dataset"], r["budget"], r["name"]) == (ds, b, n) and "val" in r]
+                rs = [r for r in selection if (r["dataset"], r["budget"], r["name"]) == (ds, b, n) and r.get("val") is not None]
                 cells.append(f"{100 * sum(r['val'] for r in rs) / len(rs):.1f}" if rs else "–")
             if any(c != "–" for c in cells):
                 rows.append([ds, f"{b:,}", *cells])

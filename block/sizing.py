@@ -5,7 +5,8 @@
 
 The width is the knob: every conv layer scales with it (explicit channel lists scale by the same factor), the
 rest of the architecture stays as configured. The DS-TCN family (kws/nets/dstcn.py) first takes its depth
-from the budget (`dstcn.blocks_for_budget`), then the widest width that fits. For a dendritic format the shipped model can grow to
+(and, for `auto`, its multi-kernel training branches) from the budget (`dstcn.shape_for_budget`), then the
+widest width that fits. For a dendritic format the shipped model can grow to
 `max_dendrites` per neuron, so the budget must hold P(max_dendrites) (pb-algorithm §6.2); we keep the
 requested dendrite count and take the widest base under the budget, but never a base narrower than
 MIN_BASE_WIDTH channels (or the plain net's width, when the budget is that small): when the requested count
@@ -24,7 +25,7 @@ from kws.nets.convfc import conv_channels
 from kws.trainer import RunConfig, build_model
 
 AUTO = "auto"
-SIZED_PRESETS = ("auto", "ei-default", *dstcn.PRESETS)  # "auto" sizes these; an explicit architecture is kept
+SIZED_PRESETS = ("conv3", "ei-default", *dstcn.PRESETS)  # "auto" sizes these; an explicit architecture is kept
 MAX_WIDTH = 512
 # The narrowest base (first conv layer's channels) sizing builds to make room for dendrites. Measured at the
 # automatic budget (bench/sizing_floor.py, RESULTS.md "Sizing floor"): CC on 3-4 channels per layer lost to
@@ -87,7 +88,7 @@ def size_to_budget(run: RunConfig, budget: int) -> tuple[RunConfig, dict]:
     "channels", "max_dendrites" (lowered from the request when only a base under the floor had room),
     "requested_dendrites", "min_width" (the floor applied), "note" (why fewer dendrites, else None), ..."""
     if isinstance(run.net, dstcn.DSConfig):
-        run = replace(run, net=replace(run.net, blocks=dstcn.blocks_for_budget(budget)))
+        run = replace(run, net=dstcn.shape_for_budget(run.net, budget))
     dendritic = run.mode != "traditional"
     k_max = run.schedule.max_dendrites if dendritic else 0
     plain = _widest(run, 0, budget)

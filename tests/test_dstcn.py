@@ -231,3 +231,22 @@ def test_train_py_ships_a_sized_ds_tcn_and_logs_what_it_built(tmp_path: Path) ->
     assert network.startswith("network: preset dstcn-multikernel: DS-TCN stem conv ")
     assert "trained as kernels 3/5/7/9" in network and f"{m['params']:,} params" in network
     assert m["params"] <= 1000 and m["config"]["net"]["family"] == "dstcn"
+
+
+def test_auto_takes_its_depth_and_training_branches_from_the_budget() -> None:
+    """`auto` (the block's default): multi-kernel branches up to MULTI_KERNEL_MAX_BUDGET, one kernel above
+    and without a budget; the explicit presets keep theirs at any budget."""
+    from kws.nets import config_from_dict
+    from kws.nets.dstcn import MULTI_KERNEL, MULTI_KERNEL_MAX_BUDGET, shape_for_budget
+
+    auto = preset("auto", 650, 12)
+    assert auto.branch_kernels is None and not isinstance(build_net(auto).blocks[0].dw, MultiKernel)
+    assert config_from_dict(auto.to_dict()).branch_kernels == ()  # an unsized auto checkpoint: one kernel
+    for budget, kernels in ((1000, MULTI_KERNEL), (MULTI_KERNEL_MAX_BUDGET, MULTI_KERNEL),
+                            (MULTI_KERNEL_MAX_BUDGET + 1, ()), (16000, ())):
+        shaped = shape_for_budget(auto, budget)
+        assert (shaped.branch_kernels, shaped.blocks) == (kernels, blocks_for_budget(budget))
+    assert shape_for_budget(preset("dstcn", 650, 12), 1000).branch_kernels == ()
+    assert shape_for_budget(preset("dstcn-multikernel", 650, 12), 16000).branch_kernels == MULTI_KERNEL
+    run, _ = size_to_budget(run_config(parse_args(["--max-params", "1000"]), 650, 12), 1000)
+    assert isinstance(build_net(run.net).blocks[0].dw, MultiKernel) and deployed(run, 0) <= 1000

@@ -48,7 +48,7 @@ EXPECTED_DEFAULTS = {
     "search-trials": "0", "max-params": "auto", "export-onnx": True,
 }
 EXPECTED_SELECTS = {
-    "model-preset": ["auto", "ei-default", "paper-baseline", "dstcn", "dstcn-multikernel", "custom"],
+    "model-preset": ["auto", "conv3", "ei-default", "paper-baseline", "dstcn", "dstcn-multikernel", "custom"],
     "conv-type": ["conv1d", "conv2d"],
     "width-growth": ["uniform", "doubling"], "model-format": ["traditional", "gd", "cc"],
     "dendrite-activation": ["tanh", "sigmoid", "relu", "linear"], "perforate": ["linear", "conv", "all"],

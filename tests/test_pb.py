@@ -430,7 +430,7 @@ def test_a_per_layer_choice_wraps_exactly_the_named_layers():
     from export.fold import fold_model
 
     torch.manual_seed(2)
-    net = KWSNet(preset("auto", 650, 3))  # three uniform convolutions
+    net = KWSNet(preset("conv3", 650, 3))  # three uniform convolutions
     dm = DendriticModel(net, PBConfig(mode="cc", scope="linear", layers=("convs.2",)))
     assert list(dm.layers) == ["convs.2"]
     layer = dm.layers["convs.2"]

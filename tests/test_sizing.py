@@ -15,6 +15,10 @@ DEMO = Path(__file__).resolve().parent.parent / "demo" / "data"
 
 
 def sized(budget: int, n_classes: int, *flags: str):
+    """Sizing of the block's flags; without --model-preset the conv+FC `conv3` (these tests are about its
+    mechanics; the DS-TCN default has its own in test_dstcn.py and below)."""
+    if "--model-preset" not in flags:
+        flags = (*flags, "--model-preset", "conv3")
     run = run_config(parse_args(list(flags)), 650, n_classes)
     return size_to_budget(run, budget)
 
@@ -27,6 +31,8 @@ def sized(budget: int, n_classes: int, *flags: str):
     ("--model-format", "cc", "--perforate", "conv", "--max-dendrites", "3"),
     ("--model-format", "gd", "--perforate", "linear"),
     ("--model-format", "traditional", "--model-preset", "paper-baseline"),
+    ("--model-format", "traditional", "--model-preset", "auto"),
+    ("--model-format", "cc", "--model-preset", "auto"),
     ("--model-format", "cc", "--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform"),
     ("--model-format", "cc", "--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform",
      "--perforate-layers", "convs.2", "--install-noise-ratio", "2"),
@@ -78,8 +84,11 @@ def test_auto_is_edge_impulses_default_network() -> None:
     assert resolve_budget(0, 650, 12, 13)[0] == 0 and resolve_budget("5000", 650, 12, 13)[0] == 5000
     _, chosen = sized(3228, 12, "--model-format", "traditional", "--model-preset", "ei-default")
     assert chosen["width"] == 8 and chosen["bound_params"] == 3228  # the ei-default net itself
-    _, chosen = sized(3228, 12, "--model-format", "traditional")  # the default preset: 3 uniform conv layers
+    _, chosen = sized(3228, 12, "--model-format", "traditional")  # conv3, the old default: 3 uniform convs
     assert chosen["channels"] == [14, 14, 14] and chosen["bound_params"] == 2952
+    run, chosen = sized(3228, 12, "--model-format", "traditional", "--model-preset", "auto")  # the DS-TCN
+    assert run.net.family == "dstcn" and (run.net.width, run.net.blocks) == (25, 2)
+    assert chosen["bound_params"] == 3112 <= 3228
 
 
 def test_a_budget_too_small_for_any_network_is_a_config_error() -> None:

@@ -34,7 +34,9 @@ def cc_run(tmp_path_factory) -> tuple[Path, dict]:
     with contextlib.redirect_stdout(log):
         # --max-params 4000: room for one dendrite per neuron above issue 21's sizing floor (the automatic
         # budget of 1,347 leaves none on the demo data, so a cc run would ship a plain net)
-        assert train.main(argv(out, "--model-format", "cc", "--seed", "5", "--max-params", "4000")) == 0
+        # conv3 (the conv+FC net): these tests pin seed 5's one live dendrite on it
+        assert train.main(argv(out, "--model-format", "cc", "--seed", "5", "--max-params", "4000",
+                               "--model-preset", "conv3")) == 0
     (out.parent / f"{out.name}.log").write_text(log.getvalue())  # beside out/, whose file list is checked
     return out, json.loads((out / "metrics.json").read_text())
 
@@ -117,9 +119,9 @@ def test_the_log_names_the_network_built_and_when_holdout_acc_appears(cc_run) ->
     out, m = cc_run
     lines = [ln for ln in log_lines(out) if not ln.startswith("note:")]
     i = next(i for i, ln in enumerate(lines) if ln.startswith("arguments: "))
-    assert "conv_layers=2" in lines[i]  # the custom-architecture default, which the auto preset ignores...
+    assert "conv_layers=2" in lines[i]  # the custom-architecture default, which the conv3 preset ignores...
     network = lines[i + 1]  # ...so the very next line says what is built
-    assert network.startswith(f"network: preset auto: conv1d conv channels {m['sizing']['channels']} (kernel 3)")
+    assert network.startswith(f"network: preset conv3: conv1d conv channels {m['sizing']['channels']} (kernel 3)")
     assert f"{m['cycles'][0]['params']:,} params; cc dendrites: up to 1 per neuron" in network
     assert f"sized to a budget of {m['sizing']['budget']:,} params" in network and lines[i + 2].startswith("data:")
     assert any(ln.startswith("holdout (90 rows): holdout_acc is measured on the epochs that set a new best")

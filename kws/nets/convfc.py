@@ -80,10 +80,11 @@ class NetConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # The architecture that won bench/frontier.py's validation selection at every budget (1k-16k params) on
-    # all three benchmark sets: 3 conv layers of one width. Width 14 (2,952 params at 12 classes, 650
-    # features) when no budget sizes it; the block's --max-params 'auto' sizes it to EI's default net.
-    "auto": {"conv_type": "conv1d", "conv_layers": 3, "width": 14, "growth": "uniform", "kernel_size": 3,
+    # The block's default until issue 23 (now `auto` is the DS-TCN, kws/nets/dstcn.py): the conv+FC shape that
+    # won bench/frontier.py's validation selection at every budget (1k-16k params) on all three benchmark
+    # sets, 3 conv layers of one width. Width 14 (2,952 params at 12 classes, 650 features) when no budget
+    # sizes it; the block's --max-params 'auto' sizes it to EI's default net.
+    "conv3": {"conv_type": "conv1d", "conv_layers": 3, "width": 14, "growth": "uniform", "kernel_size": 3,
              "pool": "same", "linear_layers": 1, "dropout": 0.25},
     # EI's default MFCC classifier (ei-contract §6.3): Conv1D 8 -> Conv1D 16 -> Dense; 1,347 params at 3 classes.
     "ei-default": {"conv_type": "conv1d", "conv_layers": 2, "width": 8, "growth": "doubling", "kernel_size": 3,

@@ -46,7 +46,9 @@ class DSConfig:
     downsample: int = 2  # the first `downsample` blocks use stride 2 (50 frames -> 25 -> 13)
     stem_kernel: int = 3
     kernel: int = 9  # depthwise kernel (frames)
-    branch_kernels: tuple[int, ...] = ()  # non-empty: train the depthwise as these kernels in parallel (TENet)
+    # non-empty: train the depthwise as these kernels in parallel (TENet); None (the `auto` preset): the budget
+    # decides (`shape_for_budget`), and without a budget one kernel
+    branch_kernels: tuple[int, ...] | None = ()
     dropout: float = 0.1  # before the classifier only: BN already regularises the convs
     noise_std: float = 0.0  # Gaussian input noise during training only
 
@@ -65,7 +67,7 @@ class DSConfig:
         if self.width < 1 or not 1 <= self.blocks <= 8 or not 0 <= self.downsample <= self.blocks:
             raise ConfigError(f"width must be >= 1, blocks 1-8 and downsample 0-blocks, got width {self.width}, "
                               f"{self.blocks} blocks, {self.downsample} strided")
-        kernels = (self.stem_kernel, self.kernel, *self.branch_kernels)
+        kernels = (self.stem_kernel, self.kernel, *(self.branch_kernels or ()))
         if any(k < 1 or k % 2 == 0 for k in kernels):
             raise ConfigError(f"kernel sizes must be positive odd numbers ('same' length), got {kernels}")
         if self.branch_kernels and max(self.branch_kernels) != self.kernel:
@@ -82,12 +84,18 @@ class DSConfig:
         return asdict(self)
 
 
+MULTI_KERNEL = (3, 5, 7, 9)  # TENet's training branches of a k=9 depthwise
+MULTI_KERNEL_MAX_BUDGET = 2000  # `auto` trains them up to this budget (params): `shape_for_budget`
+
 PRESETS: dict[str, dict] = {
+    # The block's default (issue 23): the frontier's pick per budget (bench/RESULTS.md, "Frontier rerun"),
+    # `dstcn` with multi-kernel training branches where they won on validation (`shape_for_budget`).
+    "auto": {"width": 24, "blocks": 2, "downsample": 2, "kernel": 9, "branch_kernels": None},
     # The probe of issue 23 (stem 24 -> 2 strided k=9 blocks -> average pool -> dense: 2,940 params at 12
     # classes); under a budget block/sizing.py picks the blocks (`blocks_for_budget`: 2 or 3) and the width.
     "dstcn": {"width": 24, "blocks": 2, "downsample": 2, "kernel": 9},
     # The same net trained with TENet's parallel depthwise kernels 3/5/7/9, merged into one k=9 at export.
-    "dstcn-multikernel": {"width": 24, "blocks": 2, "downsample": 2, "kernel": 9, "branch_kernels": (3, 5, 7, 9)},
+    "dstcn-multikernel": {"width": 24, "blocks": 2, "downsample": 2, "kernel": 9, "branch_kernels": MULTI_KERNEL},
 }
 
 
@@ -104,6 +112,16 @@ def blocks_for_budget(budget: int) -> int:
     and 16k (92.4 vs 91.2 and 91.9), 2 at 3.2k (89.4 vs 88.7 and 88.4); at 1k 3 blocks of 8 channels led
     (80.4 vs 78.1) but 2 blocks stay until more seeds confirm it. The frontier rerun refines the split."""
     return 2 if budget <= 4000 else 3
+
+
+def shape_for_budget(cfg: DSConfig, budget: int) -> DSConfig:
+    """Depth from the budget (`blocks_for_budget`); for `auto` (branch_kernels None) the multi-kernel training
+    branches up to MULTI_KERNEL_MAX_BUDGET params, where they won the frontier's validation selection on
+    gsc12-real, one kernel above (where they did not pay, and training is 1.5-2.5x slower with them)."""
+    cfg = replace(cfg, blocks=blocks_for_budget(budget))
+    if cfg.branch_kernels is None:
+        cfg = replace(cfg, branch_kernels=MULTI_KERNEL if budget <= MULTI_KERNEL_MAX_BUDGET else ())
+    return cfg
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
