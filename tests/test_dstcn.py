@@ -159,8 +159,9 @@ def test_block_arguments_and_checkpoint_config_round_trip() -> None:
     run = run_config(parse_args(["--model-preset", "dstcn-multikernel", "--dropout", "0.2"]), 650, 12)
     assert isinstance(run.net, DSConfig) and run.net.branch_kernels == (3, 5, 7, 9) and run.net.dropout == 0.2
     assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))).net == run.net
-    plain = run_config(parse_args(["--model-format", "traditional"]), 650, 12)
-    assert RunConfig.from_dict(json.loads(json.dumps(plain.to_dict()))).net == plain.net  # convfc still does
+    for flags in ([], ["--model-preset", "conv3"]):  # the default (auto: branches unset) and convfc
+        plain = run_config(parse_args(["--model-format", "traditional", *flags]), 650, 12)
+        assert RunConfig.from_dict(json.loads(json.dumps(plain.to_dict()))).net == plain.net
 
 
 def test_cc_training_grows_pointwise_dendrites_that_fold_exactly() -> None:
@@ -241,7 +242,7 @@ def test_auto_takes_its_depth_and_training_branches_from_the_budget() -> None:
 
     auto = preset("auto", 650, 12)
     assert auto.branch_kernels is None and not isinstance(build_net(auto).blocks[0].dw, MultiKernel)
-    assert config_from_dict(auto.to_dict()).branch_kernels == ()  # an unsized auto checkpoint: one kernel
+    assert config_from_dict(auto.to_dict()) == auto  # an unsized auto checkpoint (one kernel) round-trips
     for budget, kernels in ((1000, MULTI_KERNEL), (MULTI_KERNEL_MAX_BUDGET, MULTI_KERNEL),
                             (MULTI_KERNEL_MAX_BUDGET + 1, ()), (16000, ())):
         shaped = shape_for_budget(auto, budget)

@@ -30,7 +30,8 @@ def config_from_dict(d: dict) -> AnyNetConfig:
     """Inverse of the configs' to_dict (JSON or torch.load round trips turn tuples into lists)."""
     d = dict(d)
     if d.get("family") == dstcn.FAMILY:
-        return dstcn.DSConfig(**{**d, "branch_kernels": tuple(d.get("branch_kernels") or ())})
+        kernels = d.get("branch_kernels", ())
+        return dstcn.DSConfig(**{**d, "branch_kernels": None if kernels is None else tuple(kernels)})
     if d.get("channels") is not None:
         d["channels"] = tuple(d["channels"])
     return convfc.NetConfig(**d)
