@@ -83,10 +83,14 @@ def wrap_layers(net: nn.Module, scope: Scope, activation: Activation, init_mult:
     """Replace the Linear and/or Conv submodules of `net` (by `scope`, or exactly the named `layers`) by
     DendriticLayers, in place. 'conv' exists because a dendrite is a full copy of its layer: on the
     classifier that copy adds params but no features (bench/why_dendrites.py); `layers` lets a user (or the
-    frontier) grow e.g. only the last convolution, whose neurons' errors the candidates correlate with best."""
+    frontier) grow e.g. only the last convolution, whose neurons' errors the candidates correlate with best.
+    A module with `no_dendrites = True` keeps its layers unwrapped (parallel branches that the export merges
+    into one conv: a dendrite inside one would stop the merge, even at one channel, where a depthwise conv
+    looks like a plain one)."""
     targets = [(name, m) for name, m in net.named_modules() if isinstance(m, SCOPES["all" if layers else scope])
                and getattr(m, "groups", 1) == 1  # a depthwise/grouped conv's dendrites could not fold
-               and not any(isinstance(p, DendriticLayer) for p in _parents(net, name))]
+               and not any(isinstance(p, DendriticLayer) or getattr(p, "no_dendrites", False)
+                           for p in _parents(net, name))]
     if layers:
         unknown = [n for n in layers if n not in dict(targets)]
         if unknown:

@@ -251,3 +251,14 @@ def test_auto_takes_its_depth_and_training_branches_from_the_budget() -> None:
     assert shape_for_budget(preset("dstcn-multikernel", 650, 12), 16000).branch_kernels == MULTI_KERNEL
     run, _ = size_to_budget(run_config(parse_args(["--max-params", "1000"]), 650, 12), 1000)
     assert isinstance(build_net(run.net).blocks[0].dw, MultiKernel) and deployed(run, 0) <= 1000
+
+
+def test_multi_kernel_branches_never_get_dendrites_even_at_one_channel() -> None:
+    """At width 1 (a sizing probe) a depthwise conv has groups == 1 and looks wrappable; inside MultiKernel
+    it must stay plain, or sizing the default with a dendritic format failed (issue 23's merge)."""
+    from dendritic.pb import wrap_layers
+
+    net = build_net(preset("dstcn-multikernel", 650, 3, width=1))
+    assert not any("branches" in name for name in wrap_layers(net, "all", "relu", 0.01))
+    run, chosen = size_to_budget(run_config(parse_args(["--model-format", "cc"]), 650, 3), 1000)
+    assert run.net.branch_kernels and chosen["bound_params"] <= 1000

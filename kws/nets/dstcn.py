@@ -133,7 +133,10 @@ def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1
 
 class MultiKernel(nn.Module):
     """A depthwise conv trained as parallel branches of different kernels (each conv + BN), summed.
-    export/fold.py merges `branches` (by name: plain sum of same-stride, 'same'-padded convs) into one conv."""
+    export/fold.py merges `branches` (by name: plain sum of same-stride, 'same'-padded convs) into one conv;
+    PB never wraps them (`no_dendrites`)."""
+
+    no_dendrites = True
 
     def __init__(self, channels: int, kernels: tuple[int, ...], stride: int):
         super().__init__()
