@@ -144,7 +144,7 @@ def measure_one(job: tuple, args: argparse.Namespace) -> dict:
     data = args.data_root / dataset
     flags = ["--data-directory", str(data), "--holdout-directory", str(data / "holdout"), "--seed", str(seed),
              "--max-params", str(budget), *GRID[family][name]]
-    slug = f"{dataset}-{budget}-{name.replace(' ', '').replace(',', '_').replace('<=', 'le')}-{seed}"
+    slug = f"{dataset}-{budget}-{name.replace(' ', '').replace(',', '_').replace('<=', 'le').replace('/', '-')}-{seed}"
     out = args.out_root / slug
     if (out / "metrics.json").exists() and not args.rerun:  # an interrupted bench resumes (same flags, same dir)
         m = json.loads((out / "metrics.json").read_text())
