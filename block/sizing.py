@@ -35,7 +35,7 @@ MIN_BASE_WIDTH = 8
 
 def resolve_budget(text: str | int, n_features: int, n_classes: int, n_coeffs: int,
                    preset: str = "ei-default") -> tuple[int, str]:
-    """(budget in params, where it came from); 0 means no budget. "auto" sizes only the default preset:
+    """(budget in params, where it came from); 0 means no budget. "auto" sizes only the presets in SIZED_PRESETS:
     a user who picked a custom or paper-baseline architecture gets exactly that architecture."""
     word = str(text).strip().lower()
     if word == AUTO and preset not in SIZED_PRESETS:
