@@ -25,7 +25,7 @@ from bench import common
 
 DATASETS = ("gsc12-real", "commands12", "hello-world")
 BUDGETS = (1000, 2000, 4000, 8000, 16000)
-UNIFORM3 = ["--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform"]  # the default's shape
+UNIFORM3 = ["--model-preset", "custom", "--conv-layers", "3", "--width-growth", "uniform"]  # conv3's shape
 DSTCN_PW = "blocks.0.pw.0,blocks.1.pw.0"  # the pointwise convs of a DS-TCN's first two blocks
 
 
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 "training, fold, int8 export, TFLite Micro). Per family the selection seeds (1, 2) run first; the "
                 "configuration with the best mean float *validation* accuracy is picked and run on seeds 3-5 too "
                 "(its seeds 1-2 count among its 5). The holdout (new speakers or voices) is never used to choose. "
-                "The conv+FC columns are issue 14's frontier (the current `auto` family, 3 uniform convs, the "
+                "The conv+FC columns are issue 14's frontier (its pick: 3 uniform convs, today's `conv3`, the "
                 "same 5 seeds and recipe). Means ± sd over 5 seeds; d = paired per-seed difference.\n\n"
                 + common.markdown_table(TINY_HEADERS, tiny) + "\n\nSelection (mean float validation %, seeds 1-2):\n\n"
                 + selection_md(state["selection"], datasets, budgets, ("tiny", "tiny dendritic")) + "\n")

@@ -35,10 +35,17 @@ def with_softmax(model: nn.Module) -> nn.Module:
     return nn.Sequential(model, nn.Softmax(dim=-1)).eval()
 
 
+def import_onnx():
+    """The onnx module, imported with stop signals held: its nanobind native init runs Python, and a
+    KeyboardInterrupt raised there aborts the whole process (`signals_deferred`). Later calls are cached."""
+    with signals_deferred():
+        import onnx
+    return onnx
+
+
 def export_onnx(model: nn.Module, path: Path, n_features: int) -> Path:
     """Write `model` (plain or folded, logits out) with softmax appended to `path`; check it fully."""
-    with signals_deferred():  # a stop signal inside onnx's native module init would abort the process
-        import onnx
+    onnx = import_onnx()
 
     probs = with_softmax(model)
     noisy = logging.getLogger("torch.onnx")  # "torchvision is not installed" registry warnings

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from kws.errors import signals_deferred
-
 from .runtime import captured_fds
 from .verify import ExportError, first_line
 
@@ -148,8 +146,9 @@ def convert_tflite(onnx_path: Path, out_dir: Path, x_calib: np.ndarray) -> tuple
         # TF and the MLIR converter log from C++ straight to fd 2; keep it for the error note instead.
         with tempfile.TemporaryDirectory(prefix="onnx2tf_") as tmp, captured_fds(log), \
                 contextlib.redirect_stdout(io.StringIO()):
-            with signals_deferred():  # onnx2tf imports onnx; a signal inside its native init aborts
-                import onnx  # noqa: F401  (cached when export_onnx ran first; TF's import stays interruptible)
+            from .onnx_export import import_onnx
+
+            import_onnx()  # onnx2tf imports onnx: first with stop signals held (TF's import stays interruptible)
             import onnx2tf  # sets TF_USE_LEGACY_KERAS and quiet TF logging before TF loads
 
             tf_dir = Path(tmp) / "saved_model"

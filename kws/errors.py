@@ -87,7 +87,7 @@ def signals_deferred() -> Iterator[None]:
         _Stop.deferring -= 1
     if not _Stop.deferring and _Stop.deferred:
         _Stop.deferred = False
-        raise _stop_exception(_Stop.signum or signal.SIGTERM)
+        raise _stop_exception(_Stop.signum)
 
 
 @contextmanager

@@ -87,15 +87,16 @@ class DSConfig:
 MULTI_KERNEL = (3, 5, 7, 9)  # TENet's training branches of a k=9 depthwise
 MULTI_KERNEL_MAX_BUDGET = 2000  # `auto` trains them up to this budget (params): `shape_for_budget`
 
+# The probe of issue 23 (stem 24 -> 2 strided k=9 blocks -> average pool -> dense: 2,940 params at 12
+# classes); under a budget block/sizing.py picks the blocks (`blocks_for_budget`: 2 or 3) and the width.
+PROBE = {"width": 24, "blocks": 2, "downsample": 2, "kernel": 9}
 PRESETS: dict[str, dict] = {
     # The block's default (issue 23): the frontier's pick per budget (bench/RESULTS.md, "Frontier rerun"),
     # `dstcn` with multi-kernel training branches where they won on validation (`shape_for_budget`).
-    "auto": {"width": 24, "blocks": 2, "downsample": 2, "kernel": 9, "branch_kernels": None},
-    # The probe of issue 23 (stem 24 -> 2 strided k=9 blocks -> average pool -> dense: 2,940 params at 12
-    # classes); under a budget block/sizing.py picks the blocks (`blocks_for_budget`: 2 or 3) and the width.
-    "dstcn": {"width": 24, "blocks": 2, "downsample": 2, "kernel": 9},
+    "auto": {**PROBE, "branch_kernels": None},
+    "dstcn": PROBE,
     # The same net trained with TENet's parallel depthwise kernels 3/5/7/9, merged into one k=9 at export.
-    "dstcn-multikernel": {"width": 24, "blocks": 2, "downsample": 2, "kernel": 9, "branch_kernels": MULTI_KERNEL},
+    "dstcn-multikernel": {**PROBE, "branch_kernels": MULTI_KERNEL},
 }
 
 
@@ -175,8 +176,8 @@ class DSTCN(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, 2 if i < cfg.downsample else 1) for i in range(cfg.blocks))
         self.drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.width, cfg.n_classes)
-        # channels-last conv weights take oneDNN's faster kernels on CPU: an epoch 17 % shorter, the same
-        # maths (measured on gsc12-real's training set at width 25, fused Adam, one thread)
+        # channels-last conv weights take oneDNN's faster CPU kernels, the same maths: an epoch 17 % shorter
+        # on the busy 2-core machine, 3 % idle (gsc12-real's training set at width 25, fused Adam, one thread)
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
