@@ -87,9 +87,11 @@ class Lockstep:
     def __init__(self, members: list[_Run]):
         self.members = members
         self.net0 = members[0].model.net
-        per_model = [_layer_params(r.model.net) for r in members]
+        per_model = [self._params_of(r.model.net) for r in members]
         self.params = [nn.Parameter(torch.stack([pm[j].detach() for pm in per_model]))
                        for j in range(len(per_model[0]))]
+        per_model = [self._buffers_of(r.model.net) for r in members]
+        self.buffers = [torch.stack([pm[j] for pm in per_model]) for j in range(len(per_model[0]))]
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.steps = 0
@@ -102,21 +104,43 @@ class Lockstep:
         epochs float-rounding differences grow into different models, so "to rounding" is not enough)."""
         by_sig: dict[tuple, list[_Run]] = {}
         for r in runs:
-            sig = signature(r)
-            if sig is not None:
-                by_sig.setdefault(sig, []).append(r)
-        return [cls(rs) for rs in by_sig.values()]
+            for kind in (cls, DSStack):
+                sig = kind.signature(r)
+                if sig is not None:
+                    by_sig.setdefault((kind, sig), []).append(r)
+        return [kind(rs) for (kind, _), rs in by_sig.items() if len(rs) >= kind.MIN_MEMBERS]
+
+    MIN_MEMBERS = 1  # a lone conv+FC run trains in a stack of one: the same kernels alone as together
+    signature = staticmethod(signature)
+
+    @staticmethod
+    def _params_of(net: nn.Module) -> list[torch.Tensor]:
+        return _layer_params(net)
+
+    @staticmethod
+    def _buffers_of(net: nn.Module) -> list[torch.Tensor]:
+        return []
+
+    def _bind(self) -> None:
+        """Point every member's stacked parameters and buffers at its row of the stacks."""
+        for i, r in enumerate(self.members):
+            for p, stack in zip(self._params_of(r.model.net), self.params):
+                p.data = stack.data[i]
+            for b, stack in zip(self._buffers_of(r.model.net), self.buffers):
+                b.data = stack[i]
 
     def _attach(self) -> None:
         """Point every member's layer parameters at its row of the stacks; build the batched layer args."""
-        for i, r in enumerate(self.members):
-            for p, stack in zip(_layer_params(r.model.net), self.params):
-                p.data = stack.data[i]
+        self._bind()
         self.args, j = {}, 0
         for m in _layers(self.net0):
             spec, ps = ops.module_args(m)
             self.args[id(m)] = (spec, self.params[j:j + len(ps)])
             j += len(ps)
+        self._draws()
+
+    def _draws(self) -> None:
+        """Each member's dropout and noise rates, and draws of their masks from each member's own generator."""
         like = self.params[0]
         self.dropout = torch.tensor([r.run.net.dropout for r in self.members], dtype=like.dtype, device=like.device)
         self.noise = torch.tensor([r.run.net.noise_std for r in self.members], dtype=like.dtype, device=like.device)
@@ -140,12 +164,15 @@ class Lockstep:
         for r in leaving:  # (every parameter: a restructured layer may have no fused op any more, e.g. dilated)
             for p in r.model.net.parameters():
                 p.data = p.data.clone()
+            for b in r.model.net.buffers():
+                b.data = b.data.clone()
         keep = [i for i, r in enumerate(self.members) if id(r) not in gone]
         self.members = [self.members[i] for i in keep]
         if not keep:
             return
         idx = torch.tensor(keep, device=self.params[0].device)
         self.params = [nn.Parameter(p.data.index_select(0, idx)) for p in self.params]
+        self.buffers = [b.index_select(0, idx) for b in self.buffers]
         self.exp_avg = [t.index_select(0, idx) for t in self.exp_avg]
         self.exp_avg_sq = [t.index_select(0, idx) for t in self.exp_avg_sq]
         self.net0 = self.members[0].model.net
@@ -195,3 +222,129 @@ class Lockstep:
         update = torch._foreach_div(self.exp_avg, denom)
         torch._foreach_mul_(update, lr_views)
         torch._foreach_add_(params, update, alpha=-1 / bc1)
+
+
+class _Depthwise(torch.autograd.Function):
+    """A depthwise temporal conv on a padded channels-last stack [M, B, T_pad, C] with taps [M, C, k] and
+    bias [M, C]: one multiply-add per tap, forward and backward. (As autograd ops, every tap's slice
+    costs its backward a zero-filled input-sized gradient; an unfolded product's backward is slower still.)"""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, stride: int, t: int) -> torch.Tensor:
+        m, b, _, c = x.shape
+        out = bias.view(m, 1, 1, c).expand(m, b, t, c).clone()
+        for j in range(w.shape[-1]):
+            out.addcmul_(x[:, :, j:j + stride * (t - 1) + 1:stride], w[:, None, None, :, j])
+        ctx.save_for_backward(x, w)
+        ctx.stride = stride
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, w = ctx.saved_tensors
+        s, t = ctx.stride, g.shape[2]
+        gx, gw = torch.zeros_like(x), torch.empty_like(w)
+        for j in range(w.shape[-1]):
+            window = slice(j, j + s * (t - 1) + 1, s)
+            gx[:, :, window].addcmul_(g, w[:, None, None, :, j])
+            gw[..., j] = (x[:, :, window] * g).sum((1, 2))
+        return gx, gw, g.sum((1, 2)), None, None
+
+
+def _ds_signature(r: _Run) -> tuple | None:
+    """What must match for DS-TCN runs to share a stack (None: not a plain DS-TCN run in its neuron phase)."""
+    from kws.nets.dstcn import DSTCN
+
+    model, cfg = r.model, r.run
+    if (not isinstance(model.net, DSTCN) or model.layers or model.phase is not Phase.NEURON or r.teacher is not None
+            or r.device.type != "cpu"):
+        return None
+    opt = model.optimizer.param_groups[0]
+    shape = {k: v for k, v in cfg.net.to_dict().items() if k not in ("dropout", "noise_std")}
+    return (tuple(sorted((k, str(v)) for k, v in shape.items())), cfg.train.batch_size, tuple(opt["betas"]),
+            opt["eps"], opt["weight_decay"], opt.get("amsgrad", False))
+
+
+class DSStack(Lockstep):
+    """DS-TCN runs of one shape trained as one network along a leading model axis (issue 24: search speed).
+
+    The DS-TCN's convolutions are written as batched matrix products on a channels-last [M, B, T, C] stack
+    (a temporal conv: the input unfolded over its kernel, times the [M, C_in*k, C_out] weights; a depthwise
+    conv: unfolded input times per-channel taps; the stride-2 skip: every second frame) and its batch norms
+    per (model, channel), so 8 models cost little more than one: the grouped convolutions torch offers for
+    the same stack were only 1.5x faster than 8 separate models on one core (bench/sweep_speed.py).
+    Autograd differentiates it; Adam runs per model row (Lockstep._adam). Unlike the conv+FC stack it sums
+    in another order than the module's own convolutions, so a run's numbers here match its solo run to
+    rounding, not bit for bit; a lone DS-TCN run therefore trains as the plain module (MIN_MEMBERS = 2).
+    """
+
+    MIN_MEMBERS = 2
+    signature = staticmethod(_ds_signature)
+
+    @staticmethod
+    def _params_of(net: nn.Module) -> list[torch.Tensor]:
+        return list(net.parameters())
+
+    @staticmethod
+    def _buffers_of(net: nn.Module) -> list[torch.Tensor]:
+        return list(net.buffers())
+
+    def _attach(self) -> None:
+        self._bind()
+        self.p = dict(zip((n for n, _ in self.net0.named_parameters()), self.params))
+        self.b = dict(zip((n for n, _ in self.net0.named_buffers()), self.buffers))
+        self._draws()
+
+    def _bn(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """BatchNorm2d in training mode on [M, B, T, C], per (model, channel): torch's own batch_norm on the
+        [B*T, M*C] view, whose running statistics are the members' (their buffers are rows of the stack)."""
+        bn = self.net0.get_submodule(name)
+        m, b, t, c = x.shape
+        flat = x.reshape(m, b * t, c).transpose(0, 1).reshape(b * t, m * c)
+        self.b[f"{name}.num_batches_tracked"].add_(1)
+        out = nn.functional.batch_norm(flat, self.b[f"{name}.running_mean"].view(-1),
+                                       self.b[f"{name}.running_var"].view(-1), self.p[f"{name}.weight"].reshape(-1),
+                                       self.p[f"{name}.bias"].reshape(-1), True, bn.momentum, bn.eps)
+        return out.view(b * t, m, c).transpose(0, 1).reshape(m, b, t, c)
+
+    def _conv(self, x: torch.Tensor, name: str, stride: int = 1) -> torch.Tensor:
+        """The 'same'-padded temporal Conv2d `name` (kernel (k, 1); dense or depthwise) on [M, B, T, C]."""
+        conv = self.net0.get_submodule(name)
+        w, bias = self.p[f"{name}.weight"], self.p[f"{name}.bias"]  # [M, C_out, C_in/groups, k, 1], [M, C_out]
+        m, c_out, c_in, k = w.shape[:4]
+        b, t = x.shape[1], (x.shape[2] - 1) // stride + 1
+        if k > 1:
+            x = nn.functional.pad(x, (0, 0, k // 2, k // 2))
+        if conv.groups > 1:
+            return _Depthwise.apply(x, w.view(m, c_out, k), bias, stride, t)
+        if k > 1 or stride > 1:
+            x = x.unfold(2, k, stride)  # [M, B, T', C, k]: the input's patches (for the stem: no gradient)
+        out = torch.baddbmm(bias.unsqueeze(1), x.reshape(m, b * t, c_in * k), w.reshape(m, c_out, c_in * k).mT)
+        return out.view(m, b, t, c_out)
+
+    def _step(self, x: torch.Tensor, targets: list[tuple], loss_grads: list, lr_views: list[torch.Tensor]):
+        cfg = self.net0.cfg
+        for p in self.params:
+            p.grad = None
+        if cfg.noise_std > 0 or bool(self.noise.any()):
+            x = x + self.randn(x.shape) * ops.per_model(self.noise, x)
+        h = x.view(x.shape[0], x.shape[1], cfg.frames, cfg.n_coeffs)  # EI's frame-major rows: [M, B, T, C]
+        h = torch.relu(self._bn(self._conv(h, "stem.0"), "stem.1"))
+        for i, block in enumerate(self.net0.blocks):
+            stride = 2 if i < cfg.downsample else 1
+            if hasattr(block.dw, "branches"):
+                z = sum(self._bn(self._conv(h, f"blocks.{i}.dw.branches.{j}.0", stride), f"blocks.{i}.dw.branches.{j}.1")
+                        for j in range(len(block.dw.branches)))
+            else:
+                z = self._bn(self._conv(h, f"blocks.{i}.dw.0", stride), f"blocks.{i}.dw.1")
+            z = self._bn(self._conv(torch.relu(z), f"blocks.{i}.pw.0"), f"blocks.{i}.pw.1")
+            h = torch.relu(z + (h[:, :, ::stride] if stride > 1 else h))
+        h = h.mean(2)  # [M, B, C]
+        if bool(self.dropout.any()):
+            keep = 1 - ops.per_model(self.dropout, h)
+            h = h * (self.rand(h.shape) < keep) / keep
+        logits = torch.baddbmm(self.p["classifier.bias"].unsqueeze(1), h, self.p["classifier.weight"].mT)
+        pairs = [lg(z, t) for lg, z, t in zip(loss_grads, logits.detach(), targets)]
+        logits.backward(_stack([g for _, g in pairs]))
+        self._adam(lr_views)
+        return [loss for loss, _ in pairs], logits.detach()

@@ -103,3 +103,36 @@ def test_stacked_conv2d_runs_equal_their_solo_runs(data: Splits) -> None:
     together = fit_many(runs, data, [quiet] * 3)
     for r, t in zip(runs, together):
         assert_same(fit(r, data, quiet), t)
+
+
+# ---- DS-TCN stacks (issue 24): batched matrix products on a [M, B, T, C] stack, equal to rounding ----
+
+def ds_run(seed: int, lr: float, dropout: float, noise: float, branches: tuple = (), epochs: int = 3) -> RunConfig:
+    from kws.nets import dstcn
+
+    net = dstcn.preset("dstcn", N_FEATURES, N_CLASSES, width=8, branch_kernels=branches, dropout=dropout,
+                       noise_std=noise)
+    return RunConfig(net, PBConfig(mode="traditional"), ScheduleConfig(),
+                     TrainConfig(epochs=epochs, learning_rate=lr, seed=seed, label_smoothing=0.1))
+
+
+@pytest.mark.parametrize("branches", [(), (3, 5, 7, 9)])
+def test_dstcn_runs_stack_and_match_their_solo_runs_to_rounding(data: Splits, branches: tuple) -> None:
+    runs = [ds_run(1, 0.005, 0.1, 0.2, branches), ds_run(2, 0.01, 0.0, 0.0, branches), ds_run(3, 0.002, 0.0, 0.1, branches)]
+    trainers = [_Run(r, data, lambda line: None, None, None) for r in runs]
+    stacks = lockstep.Lockstep.form(trainers)
+    assert [type(s).__name__ for s in stacks] == ["DSStack"] and len(stacks[0].members) == 3
+    assert lockstep.Lockstep.form(trainers[:1]) == []  # a lone DS-TCN run trains as the plain module
+    alone = fit(runs[1], data, lambda line: None)
+    together = fit_many(runs, data, [lambda line: None] * 3)
+    # run 2 draws no dropout or noise: the same batches, so the same losses up to float rounding
+    np.testing.assert_allclose([h.train_loss for h in together[1].history], [h.train_loss for h in alone.history],
+                               rtol=2e-4)
+    start = ds_run(2, 0.01, 0.0, 0.0, branches)
+    fresh = _Run(start, data, lambda line: None, None, None).model.net
+    for r in together:  # every member learnt, and its batch-norm statistics moved with the stack's
+        stats = dict(r.model.net.named_buffers())
+        assert not torch.equal(stats["stem.1.running_mean"], dict(fresh.named_buffers())["stem.1.running_mean"])
+        assert r.history[-1].train_loss < r.history[0].train_loss
+    weights = [dict(r.model.net.named_parameters())["classifier.weight"] for r in together]
+    assert weights[0].data_ptr() != weights[1].data_ptr()  # each left the stack with weights of its own
