@@ -23,9 +23,10 @@ import optuna
 
 from bench import common
 from sweep.report import pareto_front, trial_rows
-from sweep.space import KNOBS
+from sweep.space import ALL_KNOBS, DEFAULT_TRIAL
 
 SECTION = "## Sweep speed: trials per hour on two cores (issue 16)"
+SECTION_NEW = "## Sweep speed in the frontier space (issue 24)"
 STUDY = "dendritic-sweep"
 
 
@@ -54,8 +55,8 @@ def enqueue_same_trials(source: list[optuna.trial.FrozenTrial], out: Path) -> in
                                 directions=["maximize", "minimize"])
     trained = [t for t in source if "hparams" in t.user_attrs and t.state.name in ("COMPLETE", "PRUNED", "FAIL")
                and (t.state.name != "PRUNED" or "stopped_epoch" in t.user_attrs)]
-    for t in trained:
-        study.enqueue_trial(dict(t.params))
+    for t in trained:  # (the default trial has no searched values: it stays the default)
+        study.enqueue_trial(dict(t.params), user_attrs={DEFAULT_TRIAL: True} if t.user_attrs.get(DEFAULT_TRIAL) else None)
     return len(trained)
 
 
@@ -65,7 +66,33 @@ def counted(trials: list[optuna.trial.FrozenTrial]) -> int:
 
 
 def key(row: dict) -> tuple:
-    return tuple(row.get(k.name) for k in KNOBS) + (row["model_format"],)
+    return tuple(row.get(k) for k in ALL_KNOBS) + (row["model_format"], bool(row["hparams"].get(DEFAULT_TRIAL)))
+
+
+def new_way_only(args: argparse.Namespace, trials: list[optuna.trial.FrozenTrial], seconds: float) -> int:
+    """--new-only: the sweep's trials per hour as it runs by default (its own section of RESULTS.md)."""
+    rows = trial_rows(trials)
+    families = {}
+    for r in rows:
+        name = "default" if r["hparams"].get(DEFAULT_TRIAL) else r.get("family") or r.get("conv_type") or "?"
+        families[name] = families.get(name, 0) + 1
+    result = {"trials": counted(trials), "seconds": round(seconds, 1),
+              "trials_per_hour": round(3600 * counted(trials) / seconds),
+              "stopped_early": sum(1 for t in trials if "stopped_epoch" in t.user_attrs),
+              "families": families, "front": [[r["params"], r["val_accuracy"]] for r in pareto_front(rows)],
+              "machine": common.machine_info(), "new_flags": args.new_flags or "(defaults)"}
+    common.write_json(args.out / "sweep_speed_new.json", result)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}))
+    if args.update_results_md:
+        m = result["machine"]
+        body = (f"`python -m bench.sweep_speed --trials {args.trials} --new-only` on {m['date_utc'][:10]} at "
+                f"{m['git_head']}, {m['cpus']} cores, load {m['loadavg_1_5_15'][0]:.1f} at the end; gsc12-real, "
+                f"--epochs {args.epochs}, seed 3, flags: {result['new_flags']}: **{result['trials']} trials in "
+                f"{result['seconds']:.0f} s = {result['trials_per_hour']} trials/h** ({result['stopped_early']} "
+                f"stopped early; trials by family: {result['families']}). Validation front (params: accuracy): "
+                + ", ".join(f"{p:,}: {a:.3f}" for p, a in result["front"]) + ".\n")
+        common.update_md_section(common.RESULTS_MD, SECTION_NEW, body, "bench.sweep_speed --new-only")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=common.DATA_ROOT)
     p.add_argument("--out", type=Path, default=common.RESULTS_DIR / "sweep_speed")
     p.add_argument("--new-flags", default="", help="extra flags of the new way (default: the sweep's defaults)")
+    p.add_argument("--new-only", action="store_true", help="time the new way only (no one-at-a-time baseline)")
     p.add_argument("--update-results-md", action="store_true")
     args = p.parse_args(argv)
     data = args.data_root / "gsc12-real"
@@ -85,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     t_new = sweep(data, new, args.trials, args.epochs, *args.new_flags.split())
     new_trials = load(new)
+    if args.new_only:
+        return new_way_only(args, new_trials, t_new)
     n_queued = enqueue_same_trials(new_trials, old)
     t_old = sweep(data, old, n_queued, args.epochs, "--workers", "1", "--batch", "1", "--pruner", "none")
     old_trials = load(old)

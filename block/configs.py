@@ -8,7 +8,7 @@ from argparse import Namespace
 
 from dendritic import PBConfig, ScheduleConfig
 from kws.augment import AugmentConfig
-from kws.nets import preset
+from kws.nets import dstcn, preset
 from kws.nets.convfc import NetConfig
 from kws.trainer import RunConfig, TrainConfig
 
@@ -16,7 +16,10 @@ from kws.trainer import RunConfig, TrainConfig
 def run_config(args: Namespace, n_features: int, n_classes: int) -> RunConfig:
     """Map the block arguments onto one RunConfig (the time limit is the pipeline's: TrainConfig.max_seconds)."""
     common = {"dropout": args.dropout, "noise_std": args.input_noise}
-    if args.model_preset == "custom":
+    if args.model_preset == "custom" and args.conv_type in dstcn.CUSTOM_TYPES:
+        net = dstcn.custom(args.conv_type, n_features, n_classes, args.mfcc_coefficients, blocks=args.conv_layers,
+                           width=args.conv_width, kernel=args.kernel_size, **common)
+    elif args.model_preset == "custom":
         net = NetConfig(n_features=n_features, n_classes=n_classes, n_coeffs=args.mfcc_coefficients,
                         conv_type=args.conv_type, conv_layers=args.conv_layers, width=args.conv_width,
                         growth=args.width_growth, kernel_size=args.kernel_size, linear_layers=args.linear_layers,

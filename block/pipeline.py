@@ -77,7 +77,7 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
     from block.configs import run_config
     from block.data import load_ei_data
     from block.report import network_line, plot_training, sizing_line, summary_table, write_json
-    from block.sizing import resolve_budget, size_to_budget
+    from block.sizing import Budget, device_limits, resolve_budget, size_to_budget
     from export.checkpoint import CALIBRATION_ROWS, export_checkpoint, save_checkpoint
     from kws.trainer import fit, train_teacher
 
@@ -92,13 +92,16 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
     limit = data.max_training_seconds  # the whole job's, counted from t_start (the search included)
     budget, source = resolve_budget(args.max_params, data.n_features, data.n_classes, args.mfcc_coefficients,
                                     args.model_preset)
+    limits = Budget.from_kb(budget, args.max_flash_kb, args.max_ram_kb, args.max_macs)
     if search is not None:  # architecture search first (within the budget), then train its pick as usual
         args = Namespace(**{**vars(args), "max_params": budget})
         args, data = search(args, data, log)
     cfg = run_config(args, data.n_features, data.n_classes)
-    sizing = {"budget": budget, "source": source}
-    if budget and search is None:  # --max-params without a search: the widest net that fits (block/sizing.py)
-        cfg, chosen = size_to_budget(cfg, budget)
+    sizing = {"budget": budget, "source": source, "device_limits": device_limits(limits)}
+    # The widest net within the budget (block/sizing.py). A search's pick (sized_by_search) is already within
+    # it; when the search keeps the default, that is sized here exactly as without a search.
+    if limits and not getattr(args, "sized_by_search", False):
+        cfg, chosen = size_to_budget(cfg, limits, reshape=args.model_preset != "custom")
         sizing.update(chosen)
     log(network_line(cfg, sizing, args.model_preset))  # right after the arguments (and before `data:`)
     if sizing.get("note"):
@@ -141,6 +144,10 @@ def run(args: Namespace, search: Search | None = None, log: Log = print, started
         evaluation = evaluate_files(ckpt.model.net, tmp, sets, data.classes)
         metrics = assemble_metrics(cfg, result, dm, report, evaluation, data.classes)
         metrics["sizing"] = sizing
+        over = limits.over(0, {"flash_bytes": metrics["flash_bytes"], "arena_bytes": metrics["arena_bytes"],
+                               "macs": metrics["macs"]}, slack=False)
+        if over and limits.device:  # measured before training with the same export: a few bytes at most
+            log(f"warning: the shipped model is over the device budget ({'; '.join(over)})")
         metrics["dendrites_per_layer"] = dm.architecture()
         metrics["dendrite_neurons"] = dm.installed_neurons()
         metrics["export_seconds"] = time.monotonic() - t_export

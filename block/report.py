@@ -117,17 +117,26 @@ def network_line(cfg, sizing: dict, preset: str) -> str:
                 f"(kernel {net.kernel_size}) -> {hidden}dense {net.n_classes}, {deployed(cfg, 0):,} params")
     if cfg.mode != "traditional":
         text += f"; {cfg.mode} dendrites: up to {k} per neuron, at most {deployed(cfg, k):,} params"
-    if sizing.get("budget"):
-        text += f"; sized to a budget of {sizing['budget']:,} params ({sizing['source']})"
+    if sizing.get("budget") or sizing.get("device"):
+        text += f"; sized to a budget of {budget_text(sizing)} ({sizing['source']})"
     if preset != "custom":
         text += f"; {CUSTOM_ONLY} apply to --model-preset custom only"
     return text
 
 
+def budget_text(sizing: dict) -> str:
+    """'3,228 params and 10 KB flash and 5 KB RAM': the parameter and device limits a run was sized to."""
+    from block.sizing import Budget
+
+    limits = sizing.get("device_limits") or {}
+    return str(Budget(sizing.get("budget") or 0, limits.get("flash_bytes", 0), limits.get("ram_bytes", 0),
+                      limits.get("macs", 0)))
+
+
 def sizing_line(metrics: dict) -> str:
     """The budget, what it chose and where the shipped model's dendrites are, in one line."""
     s = metrics.get("sizing") or {}
-    text = f"budget {s['budget']:,} params ({s['source']})" if s.get("budget") else "no parameter budget"
+    text = f"budget {budget_text(s)} ({s['source']})" if s.get("budget") or s.get("device") else "no parameter budget"
     if s.get("channels"):
         text += f": conv channels {s['channels']}"
     layers = metrics.get("dendrites_per_layer") or {}

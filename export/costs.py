@@ -43,3 +43,32 @@ def count_params(model: nn.Module) -> int:
     cascade weights. Equals pb-algorithm §6.2's deployment count, less cascades and T rows that are
     identically zero and the dead dendrites export_all drops (export/fold.py)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def measure(net: nn.Module, n_features: int) -> dict[str, int]:
+    """Flash, RAM and MACs of `net` on the device, counted as the device counts them: the bytes of its int8
+    .tflite built the shipping way (fold, ONNX, onnx2tf, int8 calibration), the TFLite Micro arena of that
+    file, and its graph's conv/FC MACs. They depend on the shapes only, so a net with random weights (every
+    weight non-zero, so no dendrite is folded away) measures what its trained self ships; export_all's
+    dropping of negligible dendrites can only make the shipped file smaller. `net` is left untouched."""
+    import copy
+    import tempfile
+
+    import torch
+
+    from .fold import fold_model
+    from .onnx_export import export_onnx
+    from .runtime import tflm_arena_bytes
+    from .tflite import convert_tflite
+
+    net = copy.deepcopy(net).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1 + 0.05)
+    rows = np.random.default_rng(0).standard_normal((32, n_features)).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
+        onnx_path = export_onnx(fold_model(net), Path(tmp) / "model.onnx", n_features)
+        _, int8, _ = convert_tflite(onnx_path, Path(tmp), rows)
+        _, macs = graph_costs(int8)
+        return {"flash_bytes": int8.stat().st_size, "arena_bytes": tflm_arena_bytes(int8), "macs": macs}

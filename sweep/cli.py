@@ -2,11 +2,14 @@
 paper's KWS sweep space, resumable and shareable between machines through an Optuna RDB storage.
 
     python -m sweep --data-directory D --out-directory O --trials N [--storage URL] [--study-name S]
-        [--max-params P | --max-flash-kb K] [--seed S] [--holdout-directory H] [--export-best]
+        [--space frontier|paper] [--max-params P] [--max-flash-kb K] [--max-ram-kb R] [--max-macs M]
+        [--seed S] [--holdout-directory H] [--export-best]
         [--epochs E] [--formats traditional,gd,cc] [--sampler tpe|random] [--heartbeat S]
         [--trial-seconds T] [--workers W] [--batch B] [--pruner halving|median|none]
         [-- BLOCK FLAGS, e.g. --batch-size 64]
 
+--space frontier (default) searches the DS-TCN and conv+FC families and the training recipe, starting from
+the block's default run and the frontier's picks; --space paper replays the paper's conv+FC sweep space.
 --trials is the study's target: the run (or all workers together) stops when N trials are complete or
 failed; re-running the same command continues a study and adds nothing once it has N. Every bad input ends
 with one `ERR:` line and exit code 1 (2 for bad options), never a traceback.
@@ -22,11 +25,11 @@ from pathlib import Path
 
 from .prune import DEFAULT as DEFAULT_PRUNER
 from .prune import PRUNERS
-from .space import FORMATS
+from .space import DEFAULT_SPACE, FORMATS, SPACES
 from .study import SweepError
+from .worker import BATCH
 
 DEFAULT_STUDY = "dendritic-sweep"
-BATCH = 8  # trials per batched network: bench/sweep_speed.py
 
 
 def log(msg: str) -> None:
@@ -83,14 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="RDB URL shared by workers, e.g. postgresql://u:p@host/db (default: sqlite:///OUT/study.db)",
     )
     p.add_argument("--study-name", default=DEFAULT_STUDY)
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--max-params", type=_positive_int, default=0, help="deployed-parameter budget")
-    size.add_argument(
-        "--max-flash-kb",
-        type=_positive_float,
-        default=0.0,
-        help="budget on the estimated int8 .tflite size (sweep/budget.py)",
-    )
+    p.add_argument("--space", choices=SPACES, default=DEFAULT_SPACE,
+                   help="frontier: DS-TCN and conv+FC families with the recipe knobs (sweep/space.py); "
+                   "paper: the paper's 800-trial conv+FC space, to replay it")
+    p.add_argument("--max-params", type=_positive_int, default=0, help="deployed-parameter budget")
+    p.add_argument("--max-flash-kb", type=_positive_float, default=0.0,
+                   help="budget on the int8 .tflite file, measured on the built model (block/sizing.py)")
+    p.add_argument("--max-ram-kb", type=_positive_float, default=0.0,
+                   help="budget on the TFLite Micro arena of the int8 model, measured in the interpreter")
+    p.add_argument("--max-macs", type=_positive_int, default=0, help="budget on conv/FC MACs per inference")
     p.add_argument("--seed", type=int, default=3, help="training seed of every trial and sampler seed")
     p.add_argument("--holdout-directory", help="X_test.npy/Y_test.npy: reported per trial, never selected on")
     p.add_argument(
@@ -238,7 +242,7 @@ def run(opts: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     base = block_argv(opts, out, extra)
     block = check_block_flags(base)
     data = load_ei_data(opts.data_directory, None, opts.holdout_directory, block.mfcc_coefficients)
-    budget = Budget(opts.max_params, opts.max_flash_kb)
+    budget = Budget.from_kb(opts.max_params, opts.max_flash_kb, opts.max_ram_kb, opts.max_macs)
     storage = open_storage(url, opts.heartbeat)
     runner = Runner(
         data,
@@ -253,6 +257,7 @@ def run(opts: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
         storage=storage,
         study_name=opts.study_name,
         batch=opts.batch,
+        space=opts.space,
     )
     if budget:
         runner.check_budget()
@@ -266,6 +271,9 @@ def run(opts: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
         "seed": opts.seed,
         "max_params": opts.max_params,
         "max_flash_kb": opts.max_flash_kb,
+        "max_ram_kb": opts.max_ram_kb,
+        "max_macs": opts.max_macs,
+        "space": opts.space,
         "formats": list(opts.formats),
         "block_flags": extra,
         "trial_seconds": opts.trial_seconds,
@@ -298,6 +306,10 @@ def run(opts: argparse.Namespace, extra: list[str], argv: list[str]) -> int:
     if opts.worker_only:
         work(study, runner, opts.trials, poll=opts.heartbeat)
         return 0
+    if not study.trials and opts.space == "frontier":  # a new study starts from the default and the frontier
+        from .studio import enqueue_start
+
+        enqueue_start(study, block, data, budget, opts.trials)
     log(
         f"sweep: study {opts.study_name!r} in {redact(url)}: target {opts.trials} trials (complete, stopped "
         f"early or failed; {opts.workers} worker(s) train batches of up to {opts.batch} and start no trial past "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
-from .space import FORMATS, KNOBS
+from .space import ALL_KNOBS, FORMATS
 from .study import retried_numbers, state_word, tally
 
 COLORS = {"traditional": "tab:blue", "gd": "tab:orange", "cc": "tab:green"}
@@ -34,7 +34,9 @@ COLUMNS = (
     "base_params",
     "bound_params",
     "max_dendrites_used",
-    "flash_kb_bound",
+    "flash_bytes",
+    "arena_bytes",
+    "macs",
     "retry_of",
     "retried",
     "worker",
@@ -57,10 +59,14 @@ def trial_rows(trials: list[FrozenTrial]) -> list[Row]:
             "retried": t.number in retried,
         }
         row |= {k: t.user_attrs.get(k) for k in COLUMNS if k not in row}
+        row |= t.user_attrs.get("device") or {}  # the trained model's measured flash, RAM and MACs, if any
+        row["device"] = t.user_attrs.get("device")
         row["reason"] = t.user_attrs.get("reason", t.user_attrs.get("pruned"))  # "pruned": studies before #21
-        row |= {k.name: t.params.get(k.name) for k in KNOBS}
-        row["model_format"] = t.params.get("model_format")
-        row["argv"] = " ".join(t.user_attrs.get("argv", []))
+        row |= {k: t.params.get(k) for k in ALL_KNOBS}
+        row["model_format"] = t.params.get("model_format") or t.user_attrs.get("hparams", {}).get("model_format")
+        row["hparams"] = t.user_attrs.get("hparams", {})
+        row["argv_list"] = list(t.user_attrs.get("argv", []))
+        row["argv"] = " ".join(row["argv_list"])
         rows.append(row)
     return rows
 
@@ -85,7 +91,7 @@ def pareto_front(rows: Iterable[Row], key: str = "val_accuracy") -> list[Row]:
 
 
 def write_csv(rows: list[Row], path: Path) -> None:
-    fields = list(COLUMNS) + [k.name for k in KNOBS] + ["argv"]
+    fields = list(COLUMNS) + list(ALL_KNOBS) + ["argv"]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")

@@ -1,12 +1,22 @@
-"""The in-Studio search behind `train.py --search-trials N [--max-params P]`.
+"""The in-Studio search behind `train.py --search-trials N [--max-params P] [--max-flash-kb F ...]`.
 
 Studio gives one job and one compute limit (maxTrainingTimeSeconds), so the search runs in memory within
-the job, in this process, the sweep's fast way (trials of one architecture batched into one network, hopeless
-trials pruned on their validation curves): it may use SEARCH_SHARE of the limit, stops launching a batch
-when the next one would not fit, and leaves the rest to the final training and export of the chosen
-configuration, which train.py then does as usual. `--search-trials auto` runs as many trials as fit.
+the job, in this process, the sweep's fast way (trials of one architecture batched into one network,
+hopeless trials stopped on their validation curves), over the `frontier` space (sweep/space.py). It may use
+SEARCH_SHARE of the limit; the rest is for the final training and export of the chosen configuration,
+which train.py then does as usual. `--search-trials auto` runs as many trials as fit.
+
+A search must never make the model worse than not searching:
+1. The default is in the race: trial 0 trains the user's own settings sized to the budget (what train.py
+   trains without a search), and the frontier's picks at nearby budgets are queued next (`starting_points`).
+2. The pick is noise-aware: a single validation score on a few hundred rows is noise of 1-2 points, and the
+   top of many trials is biased up by the selection itself. So the top CONFIRM_TOP trials that beat the
+   default on their first seed are trained again on CONFIRM_SEEDS fresh seeds, and so is the default
+   (CONFIRM_SHARE of the search time is kept for this). A candidate scores the mean of its fresh seeds (its
+   first score chose it, so it is left out); the default the mean of all its seeds. The best candidate ships
+   only if its mean is above the default's; otherwise the default ships, and the log says so.
 Trials use the user's block arguments (epochs, batch size, seed, ...) with the searched values on top, so
-the final training repeats the best trial and ends with the model (and size) the search saw.
+the final training repeats the chosen trial.
 """
 
 from __future__ import annotations
@@ -16,7 +26,11 @@ from argparse import Namespace
 from dataclasses import replace
 
 SEARCH_SHARE = 0.75  # of maxTrainingTimeSeconds; the rest is for the final training and the export
+CONFIRM_SHARE = 0.35  # of the search's time, kept for the confirmation on fresh seeds
+CONFIRM_TOP = 3  # candidates confirmed (those that beat the default's first score)
+CONFIRM_SEEDS = 2  # fresh seeds per candidate and for the default
 AS_MANY_AS_FIT = 10**9  # the trial target of --search-trials auto: the time limit ends the search
+FRONTIER_BUDGETS = (1_000, 2_000, 4_000, 8_000, 16_000)  # the frontier's grid (bench/RESULTS.md)
 
 
 def namespace_argv(args: Namespace) -> list[str]:
@@ -33,63 +47,177 @@ def namespace_argv(args: Namespace) -> list[str]:
     return argv
 
 
+def budget_of(args: Namespace):
+    """The search's limits: the resolved parameter budget and the device limits."""
+    from block.sizing import Budget
+
+    return Budget.from_kb(int(args.max_params), args.max_flash_kb, args.max_ram_kb, args.max_macs)
+
+
+def starting_points(args: Namespace, data, budget) -> list[dict]:
+    """Frontier-space points queued right after the default: the `auto` preset (the frontier's pick per
+    budget) sized to the two grid budgets below this one, the default's shape with the other choice of
+    multi-kernel branches, and the conv+FC `conv3` at this budget. Each with the user's recipe (nearest
+    listed values). Sizing failures (a budget too small for a shape) just leave that point out."""
+    from block.configs import run_config
+    from block.sizing import Budget, deployed, size_to_budget
+    from kws.errors import ConfigError
+
+    from .space import frontier_point
+
+    def sized(preset: str, limits: Budget):
+        cfg = run_config(Namespace(**{**vars(args), "model_preset": preset}), data.n_features, data.n_classes)
+        return size_to_budget(cfg, limits)[0] if limits else cfg
+
+    try:
+        default = sized("auto", budget)
+    except ConfigError:
+        return []
+    top = budget.params or deployed(default, 0)
+    nets = []
+    for b in [b for b in FRONTIER_BUDGETS if b < top][-2:]:
+        try:
+            nets.append(sized("auto", replace(budget, params=b)).net)
+        except ConfigError:
+            pass
+    if default.net.kernel == 9:
+        branches = () if default.net.branch_kernels else (3, 5, 7, 9)
+        nets.append(replace(default.net, branch_kernels=branches))
+    try:
+        nets.append(sized("conv3", budget).net)
+    except ConfigError:
+        pass
+    points = [frontier_point(net, default.train, args.model_format) for net in nets]
+    for p in points:
+        if p is not None and args.model_format != "traditional":  # the first listed dendrite form
+            p |= {"max_dendrites": 1, "ds_dendrites" if p["family"] == "dstcn" else "fc_dendrites":
+                  "pointwise-linear" if p["family"] == "dstcn" else "conv-relu"}
+    return [p for p in points if p is not None]
+
+
+def enqueue_start(study, args: Namespace, data, budget, target: int) -> None:
+    """Queue the default trial (the user's settings, sized to the budget) and the frontier's starting points,
+    no more than `target` in all (queued trials always run, even past the target)."""
+    from .space import DEFAULT_TRIAL
+
+    study.enqueue_trial({}, user_attrs={DEFAULT_TRIAL: True})
+    for point in starting_points(args, data, budget)[:max(0, target - 1)]:
+        study.enqueue_trial(point, skip_if_exists=True)
+
+
 def best_args(args: Namespace, data, log) -> tuple[Namespace, object]:
-    """Search `args.search_trials` trials, then return the block arguments of the best model within
-    `args.max_params` and the data with maxTrainingTimeSeconds lowered by the time the search took."""
+    """Search `args.search_trials` trials, confirm the best on fresh seeds, and return the block arguments
+    of the chosen model (the user's own when the default wins) and the data with maxTrainingTimeSeconds
+    lowered by the time the search took."""
     import optuna
 
     from block.params import parse_args
 
-    from .budget import Budget
-    from .cli import BATCH
     from .prune import DEFAULT as DEFAULT_PRUNER
     from .prune import make_pruner
-    from .report import pick_best, trial_rows
-    from .space import FORMATS
+    from .space import DEFAULT_SPACE
     from .study import DIRECTIONS, SweepError, SweepSampler
-    from .worker import Runner, work
+    from .worker import BATCH, Runner, work
 
     t0 = time.monotonic()
     limit = data.max_training_seconds
-    deadline = t0 + SEARCH_SHARE * limit if limit else None
+    search_end = t0 + SEARCH_SHARE * limit if limit else None
+    explore_end = t0 + SEARCH_SHARE * (1 - CONFIRM_SHARE) * limit if limit else None
     base = namespace_argv(args)
-    budget = Budget(args.max_params)
+    budget = budget_of(args)
+    formats = (args.model_format,)  # the format the user chose; its own default is the one to beat
     storage = optuna.storages.InMemoryStorage()
     target = AS_MANY_AS_FIT if args.search_trials == "auto" else args.search_trials
     if target == AS_MANY_AS_FIT and not limit:
         raise SweepError("--search-trials auto needs a time limit (maxTrainingTimeSeconds in the job's info file)")
-    runner = Runner(data, base, budget, FORMATS, deadline=deadline, log=log, pruner=make_pruner(DEFAULT_PRUNER),
-                    storage=storage, study_name="search", batch=BATCH)
+    runner = Runner(data, base, budget, formats, deadline=search_end, log=log, pruner=make_pruner(DEFAULT_PRUNER),
+                    storage=storage, study_name="search", batch=BATCH, space=DEFAULT_SPACE, measure=True)
     if budget:
         runner.check_budget()
-    study = optuna.create_study(storage=storage, directions=list(DIRECTIONS), sampler=SweepSampler("tpe", args.seed))
+    study = optuna.create_study(storage=storage, directions=list(DIRECTIONS),
+                                sampler=SweepSampler("tpe", args.seed, formats))
+    enqueue_start(study, args, data, budget, target)
     wanted = "as many trials as fit" if target == AS_MANY_AS_FIT else f"up to {target} trials"
-    log(
-        f"architecture search: {wanted}, formats {', '.join(FORMATS)}, "
-        f"budget {budget}" + (f", {SEARCH_SHARE * limit:.0f}s of the {limit:.0f}s limit" if limit else "")
-    )
+    log(f"architecture search: {wanted} in the {DEFAULT_SPACE} space, format {args.model_format}, budget {budget}"
+        + (f", {SEARCH_SHARE * limit:.0f}s of the {limit:.0f}s limit ({CONFIRM_SHARE:.0%} of it to confirm the best "
+           f"on {CONFIRM_SEEDS} fresh seeds)" if limit else "")
+        + "; trial 0 is the default (your settings)")
 
     def time_for_another() -> bool:
         """A batch takes as long as its slowest trial: start one only if the slowest so far still fits."""
         seconds = [t.user_attrs["seconds"] for t in study.trials if "seconds" in t.user_attrs]
-        enough = deadline is None or time.monotonic() + max(seconds, default=0.0) <= deadline
+        enough = explore_end is None or time.monotonic() + max(seconds, default=0.0) <= explore_end
         if not enough:
             log("architecture search: stopping, the next batch would not fit in the time left for the search")
         return enough
 
     count = work(study, runner, target, poll=1.0, should_start=time_for_another)
-    best = pick_best(trial_rows(study.trials), budget.max_params)
-    if best is None:
-        raise SweepError(
-            f"architecture search: no trial finished ({count}); raise the time limit or the budget"
-        )
+    pick = confirm(study, runner, args, search_end, log)
+    if pick is None:
+        raise SweepError(f"architecture search: no trial finished ({count}); raise the time limit or the budget")
     spent = time.monotonic() - t0
-    log(
-        f"architecture search: {count} in {spent:.0f}s; best trial {best['number']}: validation accuracy "
-        f"{best['val_accuracy']:.4f}, {best['params']:,} params, {best['dendrites']} dendrites; training it: "
-        f"{best['argv']}"
-    )
-    chosen = parse_args(base + best["argv"].split())
+    log(f"architecture search: {count} in {spent:.0f}s")
+    log(pick["summary"])
+    chosen = args if pick["default"] else parse_args(base + pick["argv"])
+    if not pick["default"]:
+        chosen.sized_by_search = True  # block/pipeline.py: the pick is within the budget as it stands
     if limit:
         data = replace(data, info={**data.info, "maxTrainingTimeSeconds": max(1.0, limit - spent)})
     return chosen, data
+
+
+def confirm(study, runner, args: Namespace, deadline: float | None, log) -> dict | None:
+    """The noise-aware pick (module docstring): {"default": bool, "argv", "summary"}, or None when no trial
+    completed. Candidates and fresh seeds are trained together (kws.trainer.fit_many), as many as the time
+    left holds, judged by the slowest trial's seconds."""
+    from .report import trial_rows
+    from .space import DEFAULT_TRIAL, describe
+
+    rows = [r for r in trial_rows(study.get_trials(deepcopy=False)) if r["state"] == "COMPLETE"]
+    if not rows:
+        return None
+    default = next((r for r in rows if r["hparams"].get(DEFAULT_TRIAL)), None)
+    if default is None:  # the default did not finish (time limit): the best single score, said so
+        best = max(rows, key=lambda r: (r["val_accuracy"], -r["params"]))
+        return {"default": False, "argv": best["argv_list"],
+                "summary": f"search: picked trial {best['number']} [{describe(best['hparams'])}] on one seed "
+                           f"(validation {best['val_accuracy']:.4f}): the default trial did not finish in time"}
+    rivals = sorted((r for r in rows if r is not default and r["val_accuracy"] > default["val_accuracy"]),
+                    key=lambda r: (-r["val_accuracy"], r["params"], r["number"]))[:CONFIRM_TOP]
+    if not rivals:
+        return {"default": True, "argv": [], "summary": (
+            f"search: kept the default [{describe(default['hparams'])}]: no other trial of {len(rows)} scored above "
+            f"its validation {default['val_accuracy']:.4f}; {_costs(default)}")}
+    seconds = {r["number"]: r["seconds"] for r in [default, *rivals]}
+    while rivals and deadline is not None and \
+            time.monotonic() + CONFIRM_SEEDS * sum(seconds[r["number"]] for r in [default, *rivals]) > deadline:
+        rivals = rivals[:-1]  # (serial worst case: stacked runs take less)
+    if not rivals:
+        return {"default": True, "argv": [], "summary": (
+            f"search: kept the default [{describe(default['hparams'])}]: no time left to confirm the trials that "
+            f"scored above it on one seed (validation {default['val_accuracy']:.4f}); {_costs(default)}")}
+    fresh = runner.retrain([default, *rivals], [args.seed + i + 1 for i in range(CONFIRM_SEEDS)], deadline)
+    scores = {n: ([default["val_accuracy"]] if n == default["number"] else []) + fresh[n] for n in fresh}
+    mean = {n: sum(v) / len(v) if v else float("-inf") for n, v in scores.items()}
+    best = max(rivals, key=lambda r: (mean[r["number"]], -r["params"]))
+    d, b = mean[default["number"]], mean[best["number"]]
+    seeds = f"{len(scores[best['number']])} fresh seeds"
+    if b > d:
+        return {"default": False, "argv": best["argv_list"], "summary": (
+            f"search: picked trial {best['number']} [{describe(best['hparams'])}]: mean validation {b:.4f} over "
+            f"{seeds}, {100 * (b - d):+.1f} points over the default's {d:.4f} over {len(scores[default['number']])} "
+            f"seeds; {_costs(best)} (default: {_costs(default)})")}
+    return {"default": True, "argv": [], "summary": (
+        f"search: kept the default [{describe(default['hparams'])}]: mean validation {d:.4f} over "
+        f"{len(scores[default['number']])} seeds; the best of {len(rivals)} confirmed rivals, trial {best['number']}, "
+        f"scored {b:.4f} over {seeds} ({100 * (b - d):+.1f} points); {_costs(default)}")}
+
+
+def _costs(row: dict) -> str:
+    """'3,112 params, 13.2 KB flash, 7.8 KB RAM, 81k MACs' of a trial row (what it measured)."""
+    device = row.get("device") or {}
+    text = f"{row['params']:,} params"
+    if device:
+        text += (f", {device['flash_bytes'] / 1024:.1f} KB flash, {device['arena_bytes'] / 1024:.1f} KB RAM, "
+                 f"{device['macs'] / 1000:.0f}k MACs")
+    return text

@@ -31,6 +31,7 @@ from .study import (
 )
 
 Log = Callable[[str], None]
+BATCH = 8  # trials per batched network: bench/sweep_speed.py
 MAX_FAILED_IN_A_ROW = 3  # a bug or a broken dataset, not bad luck: stop instead of burning the budget
 MAX_SKIPPED_IN_A_ROW = 200  # skipped trials cost milliseconds, but a budget nothing fits must not spin forever
 
@@ -54,18 +55,56 @@ class Runner:
     skipped_in_a_row: int = 0
     last_error: str = ""
     batch: int = 1  # trials asked and trained together (one architecture): kws.trainer.fit_many
+    space: str = space.DEFAULT_SPACE
+    measure: bool = False  # measure every trial's flash, RAM and MACs (also without device limits)
     running: list = field(default_factory=list, repr=False)  # trials asked and not yet told
 
     def block_args(self, hp: space.HParams, max_dendrites: int | None = None):
-        """The block's argparse Namespace for a point of the space, as train.py would parse it."""
+        """The block's argparse Namespace for a point of the space, as train.py would parse it (the default
+        trial: the base flags alone, the user's own settings)."""
         from block.params import parse_args
 
-        return parse_args(self.base_argv + space.to_argv(hp, max_dendrites))
+        extra = [] if hp.get(space.DEFAULT_TRIAL) else space.to_argv(hp, max_dendrites)
+        return parse_args(self.base_argv + extra)
 
     def configs(self, args):
         from block.configs import run_config
 
         return run_config(args, self.data.n_features, self.data.n_classes)
+
+    def sized_default(self, cfg, args):
+        """The default trial's RunConfig: sized to the budget exactly as train.py sizes it without a search."""
+        if not self.budget:
+            return cfg
+        from block.sizing import size_to_budget
+
+        return size_to_budget(cfg, self.budget, reshape=args.model_preset != "custom")[0]
+
+    def retrain(self, rows: list[dict], seeds: list[int], deadline: float | None) -> dict[int, list[float]]:
+        """Train completed trials (report rows) again on other seeds, all together (kws.trainer.fit_many), and
+        return {trial number: validation accuracies}; a run that fails or runs out of time adds nothing."""
+        from block.params import parse_args
+        from kws.trainer import FitResult, fit_many
+
+        jobs = []
+        for row in rows:
+            default = bool(row["hparams"].get(space.DEFAULT_TRIAL))
+            for seed in seeds:  # the trial's own flags (its argv: [] for the default), a new seed
+                args = parse_args(self.base_argv + list(row["argv_list"]) + ["--seed", str(seed)])
+                cfg = self.configs(args)
+                jobs.append((row["number"], seed, self.sized_default(cfg, args) if default else cfg))
+        cap = None if deadline is None else max(1.0, deadline - time.monotonic())
+        results = fit_many([replace(cfg, train=replace(cfg.train, max_seconds=cap)) for *_, cfg in jobs],
+                           self.data.splits(), [lambda line: None] * len(jobs))
+        scores: dict[int, list[float]] = {row["number"]: [] for row in rows}
+        for (number, seed, _), result in zip(jobs, results):
+            if isinstance(result, FitResult):
+                scores[number].append(self._accuracy(result.model.eval(), self.data.x_val, self.data.y_val))
+                self.log(f"confirm: trial {number} seed {seed}: val {scores[number][-1]:.4f}, "
+                         f"{result.epochs} epochs, {result.seconds:.1f}s")
+            else:
+                self.log(f"confirm: trial {number} seed {seed}: {type(result).__name__}: {first_line(result)}")
+        return scores
 
     def check_budget(self) -> None:
         """Fail at once when no architecture of the space fits the budget (else every trial is skipped)."""
@@ -80,7 +119,7 @@ class Runner:
             "improvement_threshold": 0.0,
         }  # one dendrite, linear layers only
         smallest = None
-        for arch in space.arch_grid():
+        for arch in space.arch_grid(self.space):
             size = plan(self.configs(self.block_args(arch | cheapest)), self.budget)
             if size.max_dendrites is not None and (fmt == "traditional" or size.max_dendrites >= 1):
                 return
@@ -106,20 +145,47 @@ class Runner:
                 return trial, self._prepare(trial)
 
             first, ready = ask()
-            arch = {k: first.params[k] for k in space.ARCH_KNOBS if k in first.params}
+            arch = {k: first.params[k] for k in space.ARCH_KNOBS[self.space] if k in first.params}
             # n - 1 more of the same architecture (Optuna samples their other knobs as usual); none when
-            # the first is over the size budget: so would they be
-            for _ in range(n - 1 if ready else 0):
+            # the first is over the size budget (so would they be) or is the default (no architecture knobs)
+            for _ in range(n - 1 if ready and arch else 0):
                 if not room():
                     break
-                ready += ask(arch)[1]
-            for trial, hp, _cfg, curve, result in self._train(ready):
+                ready += self._unique(ask(arch)[1], ready)
+            for trial, hp, cfg, curve, result in self._train(ready):
+                if (self.measure or self.budget.device) and not isinstance(result, BaseException):
+                    self._measure(trial, cfg, result.model.num_dendrites)
                 self._tell(study, trial, hp, curve, result)
+
+    def _unique(self, fresh: list[tuple], ready: list[tuple]) -> list[tuple]:
+        """`fresh` (a prepared trial, or []) unless the sampler drew a point already in this batch: that one is
+        skipped (not trained, not counted), so a batch never trains the same point twice."""
+        for trial, hp, _cfg, curve in fresh:
+            twin = next((t for t, other, *_ in ready if other == hp), None)
+            if twin is not None:
+                if curve is not None:
+                    curve.close(TrialState.FAIL)
+                self._tell(trial.study, trial, hp, None, optuna.TrialPruned(f"duplicate of trial {twin.number}"))
+                return []
+        return fresh
+
+    @staticmethod
+    def _measure(trial: optuna.Trial, cfg, dendrites: int) -> None:
+        """The trained model's flash, RAM and MACs: its shape's measure (block.sizing.device_costs, cached)."""
+        from block.sizing import device_costs
+
+        try:
+            trial.set_user_attr("device", device_costs(cfg, dendrites))
+        except Exception as e:  # noqa: BLE001 - a report only: the trial's result stands without it
+            trial.set_user_attr("device_error", first_line(e))
 
     def _prepare(self, trial: optuna.Trial) -> list[tuple]:
         """[(trial, hp, cfg, curve)] for a trial ready to train; [] when it was skipped (over the size budget)."""
         trial.set_user_attr("worker", WORKER)
-        hp = space.suggest(trial, self.formats)
+        if trial.user_attrs.get(space.DEFAULT_TRIAL):
+            hp = {space.DEFAULT_TRIAL: True, "model_format": self.block_args({space.DEFAULT_TRIAL: True}).model_format}
+        else:
+            hp = space.suggest(trial, self.formats, self.space)
         trial.set_user_attr("hparams", hp)
         try:
             cfg, base_params = self._config(trial, hp)
@@ -164,25 +230,27 @@ class Runner:
         the budget has no room for it."""
         args = self.block_args(hp)
         cfg = self.configs(args)
+        if hp.get(space.DEFAULT_TRIAL):
+            cfg = self.sized_default(cfg, args)
         size = plan(cfg, self.budget)
         trial.set_user_attr("base_params", size.base_params)
         dendritic = hp["model_format"] != "traditional"
         if size.max_dendrites is None:
-            raise optuna.TrialPruned(
-                f"base network has {size.base_params:,} params, over the budget of {self.budget}"
-            )
+            raise optuna.TrialPruned(f"base network over the budget of {self.budget} ({size.over})")
         if dendritic and size.max_dendrites == 0:
             raise optuna.TrialPruned(
                 f"{size.base_params:,} base params leave no room for a dendrite "
                 f"in the budget of {self.budget}"
             )
-        if dendritic and size.max_dendrites < hp["max_dendrites"]:
+        if dendritic and "max_dendrites" in hp and size.max_dendrites < hp["max_dendrites"]:
             args = self.block_args(hp, size.max_dendrites)
             cfg = self.configs(args)
         trial.set_user_attr("max_dendrites_used", size.max_dendrites)
         trial.set_user_attr("bound_params", size.bound_params)
-        trial.set_user_attr("flash_kb_bound", round(size.flash_kb, 2))
-        trial.set_user_attr("argv", space.to_argv(hp, size.max_dendrites if dendritic else None))
+        if size.device is not None:
+            trial.set_user_attr("device_bound", size.device)
+        argv = [] if hp.get(space.DEFAULT_TRIAL) else space.to_argv(hp, size.max_dendrites if dendritic else None)
+        trial.set_user_attr("argv", argv)
         self._time_cap(1)  # no time left at all: skipped here, before its curve study is opened
         return cfg, size.base_params
 
@@ -254,8 +322,11 @@ class Runner:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         hold = f" holdout {hold_acc:.4f}" if hold_acc is not None else ""
+        device = trial.user_attrs.get("device")
+        costs = (f", {device['flash_bytes']:,} B flash, {device['arena_bytes']:,} B RAM, {device['macs']:,} MACs"
+                 if device else "")
         self.log(
-            f"trial {trial.number}: val {val_acc:.4f}{hold}, {params:,} params ({dendrites} dendrites), "
+            f"trial {trial.number}: val {val_acc:.4f}{hold}, {params:,} params ({dendrites} dendrites){costs}, "
             f"{result.epochs} epochs, {result.seconds:.1f}s [{space.describe(hp)}]"
         )
         return val_acc, float(params)
@@ -330,7 +401,7 @@ def work(
     """
     def room() -> bool:
         c = tally(study.get_trials(deepcopy=False))
-        return c.counted + c.running < target
+        return c.counted + c.running + c.waiting < target  # queued trials (retries, starting points) run too
 
     while True:
         fail_stale_trials(study)
@@ -343,7 +414,9 @@ def work(
         if not should_start():
             return count
         try:
-            runner.run_batch(study, min(runner.batch, max(1, target - count.counted - count.running)), room)
+            # the batch's first trial takes a queued one if any; fresh ones fill what the queue leaves
+            fresh = target - count.counted - count.running - count.waiting
+            runner.run_batch(study, min(runner.batch, max(1, fresh + (1 if count.waiting else 0))), room)
         except KeyboardInterrupt:
             requeue(study, [t.number for t in runner.running])
             raise

@@ -34,7 +34,7 @@ DENDRITE_ONLY = ["max-dendrites", "switch-patience", "improvement-threshold", "i
 CC_ONLY = ["candidate-pool", "install-noise-ratio"]  # the correlation rule's knobs: no meaning in gd
 RECIPE = ["augment-time-shift", "augment-time-masks", "augment-time-mask-width", "augment-freq-masks", "augment-freq-mask-width", "augment-time-warp", "mixup-alpha", "auto-weight-classes", "label-smoothing", "distill-weight", "distill-temperature", "teacher-width"]  # the training recipe (issue 13), all advanced
 ADVANCED = ["batch-size", "max-dendrite-tries", "perforate-layers", "dendrite-dilation", "dendrite-kernel", "candidate-pool", "install-noise-ratio", "early-stopping-patience", "lr-patience", "mfcc-coefficients", "seed",
-            "search-trials", "max-params", "export-onnx", *RECIPE]
+            "search-trials", "max-params", "max-flash-kb", "max-ram-kb", "max-macs", "export-onnx", *RECIPE]
 RECIPE_DEFAULTS = {"augment-time-shift": 4, "augment-time-masks": 1, "augment-time-mask-width": 4, "augment-freq-masks": 1, "augment-freq-mask-width": 2, "augment-time-warp": 0, "mixup-alpha": 0, "auto-weight-classes": False, "label-smoothing": 0.1, "distill-weight": 0, "distill-temperature": 4, "teacher-width": 3}
 # The block's documented interface: param -> default (what the team agreed; changing one is an interface change).
 EXPECTED_DEFAULTS = {
@@ -45,11 +45,12 @@ EXPECTED_DEFAULTS = {
     "max-dendrites": 2, "switch-patience": 10, "improvement-threshold": 0.0001, "init-multiplier": 0.01,
     "dendrite-activation": "relu", "perforate": "all", "dendrite-patience": 3, "dendrite-update": True,
     "max-dendrite-tries": 2, "perforate-layers": "", "dendrite-dilation": 1, "dendrite-kernel": 0, "candidate-pool": 1, "install-noise-ratio": 0, "early-stopping-patience": 30, "lr-patience": 10, "mfcc-coefficients": 13, "seed": 3,
-    "search-trials": "0", "max-params": "auto", "export-onnx": True,
+    "search-trials": "0", "max-params": "auto", "max-flash-kb": 0, "max-ram-kb": 0, "max-macs": 0,
+    "export-onnx": True,
 }
 EXPECTED_SELECTS = {
     "model-preset": ["auto", "conv3", "ei-default", "paper-baseline", "dstcn", "dstcn-multikernel", "custom"],
-    "conv-type": ["conv1d", "conv2d"],
+    "conv-type": ["conv1d", "conv2d", "dstcn", "dstcn-multikernel"],
     "width-growth": ["uniform", "doubling"], "model-format": ["traditional", "gd", "cc"],
     "dendrite-activation": ["tanh", "sigmoid", "relu", "linear"], "perforate": ["linear", "conv", "all"],
 }

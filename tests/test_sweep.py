@@ -100,7 +100,7 @@ def test_two_long_lived_workers_share_the_sqlite_study(data_dir: Path, tmp_path:
     # (with 8 one-epoch trials CI once saw the spawned worker, still importing torch, get only 1 of 9;
     # with this much work it got 4-6 of 16 in two runs here, and 1 on a machine with 4 other busy processes)
     assert len(by_worker) == 2
-    arch = {n: tuple(t.params[k] for k in space.ARCH_KNOBS) for n, t in enumerate(trials)}
+    arch = {n: tuple(t.params.get(k) for k in space.ARCH_KNOBS["frontier"]) for n, t in enumerate(trials)}
     assert any(arch[a] == arch[a + 1] for a in range(len(trials) - 1))  # a batch shares its architecture
 
 
@@ -149,10 +149,14 @@ def test_budget_caps_dendrites_before_training() -> None:
     assert (two.max_dendrites, two.bound_params) == (2, 4122)
     assert budget.plan(cfgs, budget.Budget(4121)).max_dendrites == 1
     assert budget.plan(cfgs, budget.Budget(1346)).max_dendrites is None
-    full_kb = unlimited.flash_kb  # estimated int8 file at 4 dendrites
-    assert budget.plan(cfgs, budget.Budget(max_flash_kb=full_kb)).max_dendrites == 4
-    half = budget.plan(cfgs, budget.Budget(max_flash_kb=full_kb / 2))
-    assert half.max_dendrites is not None and half.max_dendrites < 4 and half.flash_kb <= full_kb / 2
+    from block.sizing import FLASH_SLACK, device_costs
+
+    full = device_costs(cfgs, 4)["flash_bytes"]  # the int8 file at 4 dendrites, measured on the built model
+    roomy = budget.plan(cfgs, budget.Budget(flash_bytes=round(full * (1 + FLASH_SLACK)) + 1))
+    assert roomy.max_dendrites == 4 and roomy.device["flash_bytes"] == full
+    smaller = round(device_costs(cfgs, 2)["flash_bytes"] * (1 + FLASH_SLACK)) + 1
+    assert budget.plan(cfgs, budget.Budget(flash_bytes=smaller)).max_dendrites == 2
+    assert budget.plan(cfgs, budget.Budget(flash_bytes=smaller, params=4121)).max_dendrites == 1
 
 
 def test_budget_prunes_before_training_and_holds(data_dir: Path, tmp_path: Path) -> None:
@@ -186,7 +190,7 @@ def test_impossible_budget_fails_at_once(data_dir: Path, tmp_path: Path, capsys)
             ["--storage", "postgresql://u:secret@127.0.0.1:1/db"],
             "cannot open storage postgresql+psycopg2://u:***@",
         ),
-        (["--max-params", "1000", "--max-flash-kb", "8"], "not allowed with"),
+        (["--space", "tiny"], "invalid choice: 'tiny'"),
         (["--", "--batch-sise", "8"], "unknown block flags"),
     ],
 )
@@ -253,14 +257,19 @@ def test_studio_hook_searches_then_returns_best_args(data_dir: Path) -> None:
     data = load_ei_data(data_dir)
     lines: list[str] = []
     chosen, data2 = best_args(args, data, lines.append)
-    assert chosen.model_preset == "custom" and chosen.epochs == 1 and chosen.max_params == 3000
+    assert chosen.epochs == 1 and chosen.max_params == 3000
     assert 0 < data2.max_training_seconds < data.max_training_seconds == 3600
-    assert sum(line.startswith("trial ") and "params" in line and "skipped" not in line for line in lines) == 3
-    from block.configs import run_config as configs
+    trials = [line for line in lines if line.startswith("trial ") and "params" in line and "skipped" not in line]
+    assert len(trials) == 3 and trials[0].startswith("trial 0: ") and "[the default" in trials[0]
+    summary = [line for line in lines if line.startswith("search: ")]
+    assert len(summary) == 1 and summary[0].startswith(("search: kept the default", "search: picked trial"))
+    if summary[0].startswith("search: picked"):  # a searched architecture, within the budget as it stands
+        from block.configs import run_config as configs
 
-    assert (
-        budget.plan(configs(chosen, data.n_features, data.n_classes), budget.Budget()).bound_params <= 3000
-    )
+        assert chosen.model_preset == "custom" and chosen.sized_by_search
+        assert budget.plan(configs(chosen, data.n_features, data.n_classes), budget.Budget()).bound_params <= 3000
+    else:
+        assert chosen is args
     # A limit too short for any trial: the search stops launching trials and says so in one line.
     data.info["maxTrainingTimeSeconds"] = 1
     with pytest.raises(SweepError, match="no trial finished"):
@@ -282,9 +291,8 @@ def test_studio_search_auto_runs_as_many_trials_as_fit(data_dir: Path) -> None:
     data = replace(data, info={**data.info, "maxTrainingTimeSeconds": 16})
     lines: list[str] = []
     t0 = time.monotonic()
-    chosen, data2 = best_args(args, data, lines.append)
+    _, data2 = best_args(args, data, lines.append)
     spent = time.monotonic() - t0
-    assert chosen.model_preset == "custom"  # a searched architecture, not the preset
     trials = sum(line.startswith("trial ") and "params" in line for line in lines)
     assert trials > 8  # more than one batch of 8
     assert spent <= SEARCH_SHARE * 16 + 3  # the last batch may start just before the search's share ends
@@ -468,7 +476,7 @@ def test_the_reports_are_written_when_a_worker_dies(data_dir: Path, tmp_path: Pa
 
     monkeypatch.setattr(worker, "work", dies_after_its_trials)
     out = tmp_path / "out"
-    assert sweep(data_dir, out, 4) == 1
+    assert sweep(data_dir, out, 4, "--space", "paper") == 1  # (the frontier space queues 4 starting trials)
     assert "worker died" in one_error_line(capsys)
     assert len((out / "trials.csv").read_text().splitlines()) == 3  # the 2 finished trials
     assert (out / "pareto.png").exists() and (out / "frontier.md").exists()

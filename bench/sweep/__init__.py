@@ -1,1 +1,1 @@
-"""Calibration of the sweep's size budget (sweep/budget.py): `python -m bench.sweep.calibrate_flash`."""
+"""Results of the sweeps reported in bench/RESULTS.md (study databases, trials.csv, frontier.md)."""

@@ -106,6 +106,19 @@ def preset(name: str, n_features: int, n_classes: int, n_coeffs: int = 13, **ove
     return replace(DSConfig(n_features, n_classes, n_coeffs, **PRESETS[name]), **overrides)
 
 
+CUSTOM_TYPES = ("dstcn", "dstcn-multikernel")  # `--model-preset custom --conv-type ...`: a DS-TCN by hand
+
+
+def custom(conv_type: str, n_features: int, n_classes: int, n_coeffs: int, blocks: int, width: int, kernel: int,
+           **overrides) -> DSConfig:
+    """A DS-TCN of a given shape (the custom preset's layers, width and kernel): what a search trial trains.
+    The first two blocks are strided, as in the presets; the multi-kernel form trains every odd kernel from 3
+    up to `kernel` in parallel (TENet's 3/5/7/9 for kernel 9)."""
+    branches = tuple(range(3, kernel + 1, 2)) if conv_type == "dstcn-multikernel" and kernel > 3 else ()
+    return DSConfig(n_features, n_classes, n_coeffs, width=width, blocks=blocks, downsample=min(2, blocks),
+                    kernel=kernel, branch_kernels=branches, **overrides)
+
+
 def blocks_for_budget(budget: int) -> int:
     """Depth for a parameter budget: 2 strided blocks up to 4k params, 3 (the third unstrided) above.
     Measured on gsc12-real validation, one seed, each depth the widest net under the budget
