@@ -100,8 +100,14 @@ def write_csv(rows: list[Row], path: Path) -> None:
     os.replace(tmp, path)
 
 
+DEVICE_AXES = (("flash_bytes", "flash: int8 file bytes (log scale)"), ("arena_bytes", "RAM: TFLite Micro arena bytes (log scale)"),
+               ("macs", "MACs per inference (log scale)"))
+
+
 def plot_pareto(rows: list[Row], path: Path, max_params: int = 0) -> None:
-    """Log-x params vs accuracy, one colour per model format, each format's validation Pareto front drawn."""
+    """Log-x params vs accuracy, one colour per model format, each format's validation Pareto front drawn;
+    beside them validation accuracy against flash, RAM and MACs for the trials measured on the device
+    (under device budgets, and in the Studio search)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +118,19 @@ def plot_pareto(rows: list[Row], path: Path, max_params: int = 0) -> None:
     panels = [("val_accuracy", "validation accuracy")] + (
         [("holdout_accuracy", "holdout accuracy")] if has_holdout else []
     )
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
+    device = [(x, label) for x, label in DEVICE_AXES if any(r.get(x) for r in done)]
+    fig, axes = plt.subplots(1, len(panels) + len(device), figsize=(6.5 * (len(panels) + len(device)), 5),
+                             squeeze=False)
+    for ax, (x, label) in zip(axes[0][len(panels):], device):
+        for fmt in FORMATS:
+            mine = [r for r in done if r["model_format"] == fmt and r.get(x)]
+            ax.scatter([r[x] for r in mine], [r["val_accuracy"] for r in mine], s=22, color=COLORS[fmt], alpha=0.6,
+                       label=fmt)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation accuracy")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title("on the device: " + label.split(":")[0].split(" (")[0], fontsize=9)
     for ax, (key, label) in zip(axes[0], panels):
         for fmt in FORMATS:
             mine = [r for r in done if r["model_format"] == fmt]
@@ -239,14 +257,15 @@ def frontier_markdown(rows: list[Row], meta: dict) -> str:
         "",
         "## Pareto front per format (non-dominated on validation)",
         "",
-        "| format | params | dendrites | val | holdout | trial | configuration |",
-        "|---|---|---|---|---|---|---|",
+        "| format | params | flash B | RAM B | MACs | dendrites | val | holdout | trial | configuration |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fmt in FORMATS:
         for r in pareto_front([r for r in done if r["model_format"] == fmt]):
             hold = f"{r['holdout_accuracy']:.3f}" if r["holdout_accuracy"] is not None else "–"
+            device = " | ".join(f"{r[k]:,}" if r.get(k) else "–" for k in ("flash_bytes", "arena_bytes", "macs"))
             lines.append(
-                f"| {fmt} | {r['params']:,} | {r['dendrites']} | {r['val_accuracy']:.3f} | {hold} | "
+                f"| {fmt} | {r['params']:,} | {device} | {r['dendrites']} | {r['val_accuracy']:.3f} | {hold} | "
                 f"{r['number']} | `{r['argv']}` |"
             )
     return "\n".join(lines) + "\n"

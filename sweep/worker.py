@@ -117,6 +117,8 @@ class Runner:
             "dendrite_activation": "tanh",
             "perforate": "linear",
             "improvement_threshold": 0.0,
+            "ds_dendrites": "classifier-relu",  # (the frontier space's forms: one dendrite on the classifier)
+            "fc_dendrites": "linear-relu",
         }  # one dendrite, linear layers only
         smallest = None
         for arch in space.arch_grid(self.space):

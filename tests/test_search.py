@@ -200,3 +200,31 @@ def test_studio_search_runs_the_default_first_and_stays_in_the_device_budget(dat
     assert len(summary) == 1 and "KB flash" in summary[0] and "KB RAM" in summary[0]
     if not summary[0].startswith("search: kept"):
         assert chosen.sized_by_search
+
+
+def test_a_dendritic_format_searches_its_own_format_from_its_own_default(data_dir: Path) -> None:
+    """--model-format cc: the budget check, the default trial and the starting points are cc too."""
+    from block.data import load_ei_data
+    from sweep import best_args
+
+    args = block_args("--search-trials", "3", "--epochs", "1", "--model-format", "cc", "--max-dendrites", "1")
+    args = Namespace(**{**vars(args), "data_directory": str(data_dir), "max_params": 4000})
+    lines: list[str] = []
+    chosen, _ = best_args(args, load_ei_data(data_dir), lines.append)
+    trials = [line for line in lines if line.startswith("trial ")]
+    assert trials[0].startswith("trial 0: ") and all("[cc " in line for line in trials[1:])
+    assert chosen.model_format == "cc"
+
+
+def test_sweep_under_a_ram_budget_reports_the_device_side_by_side(data_dir: Path, tmp_path: Path) -> None:
+    import csv
+
+    from sweep.cli import main
+
+    out = tmp_path / "out"
+    assert main(["--data-directory", str(data_dir), "--out-directory", str(out), "--trials", "3", "--epochs", "1",
+                 "--workers", "1", "--max-ram-kb", "6", "--formats", "traditional"]) == 0
+    rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] == "COMPLETE"]
+    assert rows and all(0 < int(r["arena_bytes"]) <= 6 * 1024 and int(r["flash_bytes"]) > 0 for r in rows)
+    assert "| format | params | flash B | RAM B | MACs |" in (out / "frontier.md").read_text()
+    assert (out / "pareto.png").stat().st_size > 10_000
