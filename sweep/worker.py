@@ -57,6 +57,7 @@ class Runner:
     batch: int = 1  # trials asked and trained together (one architecture): kws.trainer.fit_many
     space: str = space.DEFAULT_SPACE
     measure: bool = False  # measure every trial's flash, RAM and MACs (also without device limits)
+    min_params: int = 0  # skip searched points smaller than this (Studio: too small to beat the default)
     running: list = field(default_factory=list, repr=False)  # trials asked and not yet told
 
     def block_args(self, hp: space.HParams, max_dendrites: int | None = None):
@@ -239,6 +240,9 @@ class Runner:
         dendritic = hp["model_format"] != "traditional"
         if size.max_dendrites is None:
             raise optuna.TrialPruned(f"base network over the budget of {self.budget} ({size.over})")
+        if size.bound_params < self.min_params and not hp.get(space.DEFAULT_TRIAL):
+            raise optuna.TrialPruned(f"{size.bound_params:,} params, under {self.min_params:,}: too small to beat the "
+                                     f"default")
         if dendritic and size.max_dendrites == 0:
             raise optuna.TrialPruned(
                 f"{size.base_params:,} base params leave no room for a dendrite "
@@ -294,7 +298,7 @@ class Runner:
             if curve is not None:
                 curve.close(TrialState.COMPLETE, values[0])
             self.failed_in_a_row = self.skipped_in_a_row = 0
-            study.tell(trial, values)
+            study.tell(trial, values if len(study.directions) > 1 else values[0])  # (Studio: accuracy only)
         else:
             if curve is not None:
                 curve.close(TrialState.FAIL)
