@@ -31,6 +31,7 @@ COLUMNS = (
     "epochs",
     "best_epoch",
     "seconds",
+    "batch",
     "base_params",
     "bound_params",
     "max_dendrites_used",

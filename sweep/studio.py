@@ -196,10 +196,11 @@ def confirm(study, runner, args: Namespace, deadline: float | None, log) -> dict
         return {"default": True, "argv": [], "summary": (
             f"search: kept the default [{describe(default['hparams'])}]: no other trial of {len(rows)} scored above "
             f"its validation {default['val_accuracy']:.4f}; {_costs(default)}")}
-    seconds = {r["number"]: r["seconds"] for r in [default, *rivals]}
+    # a trial's share of its batch's wall time (its seconds span the whole batch it trained in)
+    seconds = {r["number"]: r["seconds"] / (r.get("batch") or 1) for r in [default, *rivals]}
     while rivals and deadline is not None and \
             time.monotonic() + CONFIRM_SEEDS * sum(seconds[r["number"]] for r in [default, *rivals]) > deadline:
-        rivals = rivals[:-1]  # (serial worst case: stacked runs take less)
+        rivals = rivals[:-1]
     if not rivals:
         return {"default": True, "argv": [], "summary": (
             f"search: kept the default [{describe(default['hparams'])}]: no time left to confirm the trials that "

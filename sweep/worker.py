@@ -156,6 +156,7 @@ class Runner:
                     break
                 ready += self._unique(ask(arch)[1], ready)
             for trial, hp, cfg, curve, result in self._train(ready):
+                trial.set_user_attr("batch", len(ready))  # trained beside batch - 1 others (its seconds are shared)
                 if (self.measure or self.budget.device) and not isinstance(result, BaseException):
                     self._measure(trial, cfg, result.model.num_dendrites)
                 self._tell(study, trial, hp, curve, result)
