@@ -14,7 +14,7 @@ A search must never make the model worse than not searching:
 2. The pick is noise-aware: a single validation score on a few hundred rows is noise of 1-2 points, and the
    top of many trials is biased up by the selection itself. So the top CONFIRM_TOP trials that beat the
    default on their first seed are trained again on CONFIRM_SEEDS fresh seeds, and so is the default
-   (CONFIRM_SHARE of the search time is kept for this). A candidate scores the mean of its fresh seeds (its
+   (the search stops starting batches when the rest of its time is what that needs: `confirm_seconds`). A candidate scores the mean of its fresh seeds (its
    first score chose it, so it is left out); the default the mean of all its seeds. The best candidate ships
    only if its mean is above the default's; otherwise the default ships, and the log says so.
 Trials use the user's block arguments (epochs, batch size, seed, ...) with the searched values on top, so
@@ -28,7 +28,6 @@ from argparse import Namespace
 from dataclasses import replace
 
 SEARCH_SHARE = 0.75  # of maxTrainingTimeSeconds; the rest is for the final training and the export
-CONFIRM_SHARE = 0.35  # of the search's time, kept for the confirmation on fresh seeds
 CONFIRM_TOP = 3  # candidates confirmed (those that beat the default's first score)
 CONFIRM_SEEDS = 2  # fresh seeds per candidate and for the default
 # Searched points under this share of the parameter budget are skipped: the frontier's smaller nets lose on
@@ -121,6 +120,7 @@ def best_args(args: Namespace, data, log) -> tuple[Namespace, object]:
 
     from .prune import DEFAULT as DEFAULT_PRUNER
     from .prune import make_pruner
+    from .report import trial_rows
     from .space import DEFAULT_SPACE
     from .study import SweepError, SweepSampler
     from .worker import BATCH, Runner, work
@@ -128,7 +128,6 @@ def best_args(args: Namespace, data, log) -> tuple[Namespace, object]:
     t0 = time.monotonic()
     limit = data.max_training_seconds
     search_end = t0 + SEARCH_SHARE * limit if limit else None
-    explore_end = t0 + SEARCH_SHARE * (1 - CONFIRM_SHARE) * limit if limit else None
     base = namespace_argv(args)
     budget = budget_of(args)
     formats = (args.model_format,)  # the format the user chose; its own default is the one to beat
@@ -147,14 +146,19 @@ def best_args(args: Namespace, data, log) -> tuple[Namespace, object]:
     enqueue_start(study, args, data, budget, target)
     wanted = "as many trials as fit" if target == AS_MANY_AS_FIT else f"up to {target} trials"
     log(f"architecture search: {wanted} in the {DEFAULT_SPACE} space, format {args.model_format}, budget {budget}"
-        + (f", {SEARCH_SHARE * limit:.0f}s of the {limit:.0f}s limit ({CONFIRM_SHARE:.0%} of it to confirm the best "
-           f"on {CONFIRM_SEEDS} fresh seeds)" if limit else "")
+        + (f", {SEARCH_SHARE * limit:.0f}s of the {limit:.0f}s limit (keeping the time to confirm the best on "
+           f"{CONFIRM_SEEDS} fresh seeds)" if limit else "")
         + "; trial 0 is the default (your settings)")
 
     def time_for_another() -> bool:
-        """A batch takes as long as its slowest trial: start one only if the slowest so far still fits."""
+        """A batch takes as long as its slowest trial: start one only if the slowest so far still fits
+        before the search's end, less the time that confirming the current rivals of the default needs."""
         seconds = [t.user_attrs["seconds"] for t in study.trials if "seconds" in t.user_attrs]
-        enough = explore_end is None or time.monotonic() + max(seconds, default=0.0) <= explore_end
+        if search_end is None:
+            return True
+        default, rivals = contenders(trial_rows(study.get_trials(deepcopy=False)))
+        reserve = confirm_seconds(default, rivals) if rivals else 0.0
+        enough = time.monotonic() + max(seconds, default=0.0) + reserve <= search_end
         if not enough:
             log("architecture search: stopping, the next batch would not fit in the time left for the search")
         return enough
@@ -179,27 +183,22 @@ def confirm(study, runner, args: Namespace, deadline: float | None, log) -> dict
     completed. Candidates and fresh seeds are trained together (kws.trainer.fit_many), as many as the time
     left holds, judged by the slowest trial's seconds."""
     from .report import trial_rows
-    from .space import DEFAULT_TRIAL, describe
+    from .space import describe
 
     rows = [r for r in trial_rows(study.get_trials(deepcopy=False)) if r["state"] == "COMPLETE"]
     if not rows:
         return None
-    default = next((r for r in rows if r["hparams"].get(DEFAULT_TRIAL)), None)
+    default, rivals = contenders(rows)
     if default is None:  # the default did not finish (time limit): the best single score, said so
         best = max(rows, key=lambda r: (r["val_accuracy"], -r["params"]))
         return {"default": False, "argv": best["argv_list"],
                 "summary": f"search: picked trial {best['number']} [{describe(best['hparams'])}] on one seed "
                            f"(validation {best['val_accuracy']:.4f}): the default trial did not finish in time"}
-    rivals = sorted((r for r in rows if r is not default and r["val_accuracy"] > default["val_accuracy"]),
-                    key=lambda r: (-r["val_accuracy"], r["params"], r["number"]))[:CONFIRM_TOP]
     if not rivals:
         return {"default": True, "argv": [], "summary": (
             f"search: kept the default [{describe(default['hparams'])}]: no other trial of {len(rows)} scored above "
             f"its validation {default['val_accuracy']:.4f}; {_costs(default)}")}
-    # a trial's share of its batch's wall time (its seconds span the whole batch it trained in)
-    seconds = {r["number"]: r["seconds"] / (r.get("batch") or 1) for r in [default, *rivals]}
-    while rivals and deadline is not None and \
-            time.monotonic() + CONFIRM_SEEDS * sum(seconds[r["number"]] for r in [default, *rivals]) > deadline:
+    while rivals and deadline is not None and time.monotonic() + confirm_seconds(default, rivals) > deadline:
         rivals = rivals[:-1]
     if not rivals:
         return {"default": True, "argv": [], "summary": (
@@ -220,6 +219,25 @@ def confirm(study, runner, args: Namespace, deadline: float | None, log) -> dict
         f"search: kept the default [{describe(default['hparams'])}]: mean validation {d:.4f} over "
         f"{len(scores[default['number']])} seeds; the best of {len(rivals)} confirmed rivals, trial {best['number']}, "
         f"scored {b:.4f} over {seeds} ({100 * (b - d):+.1f} points); {_costs(default)}")}
+
+
+def contenders(rows: list[dict]) -> tuple[dict | None, list[dict]]:
+    """(the default trial's row, the up to CONFIRM_TOP complete trials that scored above it on their seed)."""
+    from .space import DEFAULT_TRIAL
+
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    default = next((r for r in done if r["hparams"].get(DEFAULT_TRIAL)), None)
+    if default is None:
+        return None, []
+    rivals = sorted((r for r in done if r is not default and r["val_accuracy"] > default["val_accuracy"]),
+                    key=lambda r: (-r["val_accuracy"], r["params"], r["number"]))
+    return default, rivals[:CONFIRM_TOP]
+
+
+def confirm_seconds(default: dict, rivals: list[dict]) -> float:
+    """Seconds to train the default and the rivals on CONFIRM_SEEDS more seeds: each trial's share of its
+    batch's wall time (its own seconds span the whole batch it trained in), once per seed."""
+    return CONFIRM_SEEDS * sum(r["seconds"] / (r.get("batch") or 1) for r in [default, *rivals])
 
 
 def _costs(row: dict) -> str:

@@ -33,6 +33,7 @@ from kws.errors import ProjectError, first_line
 
 from .space import FORMATS
 
+EXPLORE = "explore"  # system attribute of a trial the sampler draws at random (sweep/worker.py run_batch)
 DIRECTIONS = ("maximize", "minimize")  # validation accuracy up, deployed params down
 MAX_RETRY = 3  # re-runs of a trial whose worker died; a trial failing more often than this is counted failed
 RDB_BACKENDS = ("sqlite", "postgresql", "mysql")
@@ -251,7 +252,10 @@ class SweepSampler(BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         # SeedSequence mixes (seed, number): RandomState seeded with nearby integers draws nearly the same
         # first categorical values, which made consecutive trials near-copies of each other.
-        self._inner = self._make(int(np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0]))
+        seed = int(np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0])
+        # a batch-mate redrawn after a duplicate explores at random: TPE had converged on that very point
+        explore = trial.system_attrs.get(EXPLORE)
+        self._inner = optuna.samplers.RandomSampler(seed=seed) if explore else self._make(seed)
         self._inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):

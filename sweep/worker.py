@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from . import prune, space
 from .budget import Budget, plan
 from .study import (
+    EXPLORE,
     MAX_RETRY,
     WORKER,
     Heartbeat,
@@ -32,6 +33,7 @@ from .study import (
 
 Log = Callable[[str], None]
 BATCH = 8  # trials per batched network: bench/sweep_speed.py
+DRAWS = 3  # draws of a batch-mate until it differs from the batch's other points
 MAX_FAILED_IN_A_ROW = 3  # a bug or a broken dataset, not bad luck: stop instead of burning the budget
 MAX_SKIPPED_IN_A_ROW = 200  # skipped trials cost milliseconds, but a budget nothing fits must not spin forever
 
@@ -140,9 +142,9 @@ class Runner:
         together overshoot the study's target."""
         with ExitStack() as beats:
 
-            def ask(fixed: dict | None = None) -> tuple[optuna.Trial, list[tuple]]:
+            def ask(fixed: dict | None = None, explore: bool = False) -> tuple[optuna.Trial, list[tuple]]:
                 with quiet():
-                    trial = study.ask() if fixed is None else ask_fixed(study, fixed)  # ask: a retry first
+                    trial = study.ask() if fixed is None else ask_fixed(study, fixed, explore)  # ask: a retry first
                 self.running.append(trial)
                 beats.enter_context(Heartbeat(study._storage, trial._trial_id))
                 return trial, self._prepare(trial)
@@ -152,9 +154,13 @@ class Runner:
             # n - 1 more of the same architecture (Optuna samples their other knobs as usual); none when
             # the first is over the size budget (so would they be) or is the default (no architecture knobs)
             for _ in range(n - 1 if ready and arch else 0):
-                if not room():
-                    break
-                ready += self._unique(ask(arch)[1], ready)
+                for attempt in range(DRAWS):  # a point already in the batch is skipped and drawn again at random
+                    if not room():
+                        break
+                    fresh = self._unique(ask(arch, explore=attempt > 0)[1], ready)
+                    if fresh:
+                        ready += fresh
+                        break
             for trial, hp, cfg, curve, result in self._train(ready):
                 trial.set_user_attr("batch", len(ready))  # trained beside batch - 1 others (its seconds are shared)
                 if (self.measure or self.budget.device) and not isinstance(result, BaseException):
@@ -369,13 +375,13 @@ class Runner:
             yield lambda line: print(line, file=f, flush=True)
 
 
-def ask_fixed(study: optuna.Study, params: dict) -> optuna.Trial:
+def ask_fixed(study: optuna.Study, params: dict, explore: bool = False) -> optuna.Trial:
     """A new trial with `params` fixed, created RUNNING: what enqueue_trial + ask do, without the moment in
     the WAITING state in which another worker's ask could take it (SQLite has no row locks, so two workers
-    could both pop that trial, train it twice and tell it twice)."""
+    could both pop that trial, train it twice and tell it twice). `explore`: its other knobs at random."""
     from optuna.trial import create_trial
 
-    template = create_trial(state=TrialState.RUNNING, system_attrs={"fixed_params": params})
+    template = create_trial(state=TrialState.RUNNING, system_attrs={"fixed_params": params, EXPLORE: explore})
     return optuna.Trial(study, study._storage.create_new_trial(study._study_id, template_trial=template))
 
 

@@ -160,7 +160,7 @@ class SameEveryTime(optuna.samplers.RandomSampler):
 
 def test_a_batch_never_trains_the_same_point_twice(data_dir: Path) -> None:
     from block.data import load_ei_data
-    from sweep.worker import Runner
+    from sweep.worker import DRAWS, Runner
 
     lines: list[str] = []
     runner = Runner(load_ei_data(data_dir), ["--data-directory", str(data_dir), "--out-directory", "o",
@@ -168,9 +168,25 @@ def test_a_batch_never_trains_the_same_point_twice(data_dir: Path) -> None:
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=SameEveryTime())
     runner.run_batch(study, 4)
     states = [space_state(t) for t in study.trials]
-    assert states == ["COMPLETE", "SKIPPED", "SKIPPED", "SKIPPED"]
+    assert states == ["COMPLETE"] + ["SKIPPED"] * 3 * DRAWS  # each of 3 slots drawn DRAWS times, never trained
     assert all(t.user_attrs["reason"] == "duplicate of trial 0" for t in study.trials[1:])
-    assert sum("duplicate of trial 0" in line for line in lines) == 3
+    assert sum("duplicate of trial 0" in line for line in lines) == 3 * DRAWS
+    assert [bool(t.system_attrs.get("explore")) for t in study.trials[1:4]] == [False, True, True]
+
+
+def test_a_redrawn_batch_mate_explores_at_random() -> None:
+    """The sweep's sampler draws a trial marked `explore` at random, not by TPE (which had converged)."""
+    from sweep.study import SweepSampler
+    from sweep.worker import ask_fixed
+
+    study = optuna.create_study(direction="maximize", sampler=SweepSampler("tpe", 3, ("traditional",), startup=0))
+    for _ in range(12):  # TPE learns that learning rate 0.005 is good
+        t = study.ask()
+        hp = space.suggest(t, ("traditional",))
+        study.tell(t, 1.0 if hp["learning_rate"] == 0.005 else 0.0)
+    tpe = [space.suggest(ask_fixed(study, {}), ("traditional",))["learning_rate"] for _ in range(12)]
+    rand = [space.suggest(ask_fixed(study, {}, explore=True), ("traditional",))["learning_rate"] for _ in range(12)]
+    assert tpe.count(0.005) > rand.count(0.005)
 
 
 def space_state(t) -> str:

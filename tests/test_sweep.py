@@ -297,7 +297,7 @@ def test_studio_search_auto_runs_as_many_trials_as_fit(data_dir: Path) -> None:
     spent = time.monotonic() - t0
     trials = sum(line.startswith("trial ") and " val " in line for line in lines)
     assert trials > 8  # more than one batch of 8
-    assert spent <= SEARCH_SHARE * 40 + 3  # the last batch may start just before the search's share ends
+    assert spent <= SEARCH_SHARE * 40 + 8  # a batch or confirmation may overrun its estimate on a busy machine
     assert any("the next batch would not fit" in line for line in lines)
     assert data2.max_training_seconds == pytest.approx(40 - spent, abs=1.0)
     with pytest.raises(SweepError, match="needs a time limit"):
