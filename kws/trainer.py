@@ -43,6 +43,8 @@ class TrainConfig:
     threads: int = 1  # CPU intra-op threads: these nets are too small to gain from more, and extra
     #                   threads spin and stall badly when the (2-core) machine is busy
     max_seconds: float | None = None  # EI's maxTrainingTimeSeconds
+    fail_fast: bool = True  # epoch 1 says max_seconds cannot hold every epoch: raise (EI's rule); False: train
+    #                         until 0.9 of it and keep the best checkpoint (early stopping usually ends first)
     log_interval_s: float = 10.0
     fused: bool = True  # ops.py's hand-written backward (~1.7x faster); False: plain autograd, to debug maths
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # feature-domain augmentation (augment.py)
@@ -347,7 +349,7 @@ class _Run:
             self.progress.update(1)
         if self.on_epoch is not None:
             self.on_epoch(rec)
-        if epoch == 1:
+        if epoch == 1 and cfg.fail_fast:
             _check_time_budget(rec.seconds, cfg)
         elapsed = time.monotonic() - self.start
         if not model.done and cfg.max_seconds and elapsed > 0.9 * cfg.max_seconds:

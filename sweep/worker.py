@@ -97,7 +97,9 @@ class Runner:
                 cfg = self.configs(args)
                 jobs.append((row["number"], seed, self.sized_default(cfg, args) if default else cfg))
         cap = None if deadline is None else max(1.0, deadline - time.monotonic())
-        results = fit_many([replace(cfg, train=replace(cfg.train, max_seconds=cap)) for *_, cfg in jobs],
+        # (not fail_fast: the epoch cap is far above where these runs stop early, so an epoch-1 estimate over
+        # all epochs would wrongly end them; they stop at the cap at worst)
+        results = fit_many([replace(cfg, train=replace(cfg.train, max_seconds=cap, fail_fast=False)) for *_, cfg in jobs],
                            self.data.splits(), [lambda line: None] * len(jobs))
         scores: dict[int, list[float]] = {row["number"]: [] for row in rows}
         for (number, seed, _), result in zip(jobs, results):

@@ -244,3 +244,18 @@ def test_sweep_under_a_ram_budget_reports_the_device_side_by_side(data_dir: Path
     assert rows and all(0 < int(r["arena_bytes"]) <= 6 * 1024 and int(r["flash_bytes"]) > 0 for r in rows)
     assert "| format | params | flash B | RAM B | MACs |" in (out / "frontier.md").read_text()
     assert (out / "pareto.png").stat().st_size > 10_000
+
+
+def test_confirmation_runs_stop_at_their_cap_instead_of_failing(data_dir: Path) -> None:
+    """EI's epoch-1 rule (estimate over the limit: fail) ended every confirmation run of a 10-minute search,
+    whose 200-epoch cap is far above where early stopping ends them; with fail_fast off a run keeps its best."""
+    from block.data import load_ei_data
+    from kws.errors import TimeLimitError
+    from kws.trainer import fit
+
+    cfg = run_config(block_args("--epochs", "50"), 650, 3)
+    splits = load_ei_data(data_dir).splits()
+    with pytest.raises(TimeLimitError):
+        fit(replace(cfg, train=replace(cfg.train, max_seconds=1e-3)), splits, lambda line: None)
+    result = fit(replace(cfg, train=replace(cfg.train, max_seconds=1e-3, fail_fast=False)), splits, lambda line: None)
+    assert result.epochs == 1
