@@ -259,3 +259,12 @@ def test_confirmation_runs_stop_at_their_cap_instead_of_failing(data_dir: Path) 
         fit(replace(cfg, train=replace(cfg.train, max_seconds=1e-3)), splits, lambda line: None)
     result = fit(replace(cfg, train=replace(cfg.train, max_seconds=1e-3, fail_fast=False)), splits, lambda line: None)
     assert result.epochs == 1
+
+
+def test_without_a_finished_default_the_default_ships(short_labels) -> None:
+    study = optuna.create_study(direction="maximize")
+    attrs = {"hparams": {"model_format": "traditional"}, "argv": ["--conv-width", "9"], "val_accuracy": 0.99,
+             "params": 900, "seconds": 1.0, "dendrites": 0}
+    study.add_trial(optuna.trial.create_trial(value=0.99, user_attrs=attrs))
+    pick = confirm(study, FakeRunner({}), block_args(), None, print)
+    assert pick["default"] and "did not finish" in pick["summary"]
