@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cells", nargs="+", default=list(CELLS), help="dataset:limit_seconds pairs")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    p.add_argument("--seeds", type=int, default=3, help="seeds: the block's default (3), 4, ...")
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds, from --first-seed up")
+    p.add_argument("--first-seed", type=int, default=3, help="the block's default seed; another splits a cell's seeds "
+                   "between processes")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--out-root", type=Path, default=REPO / "out" / "bench" / "search_quality")
     p.add_argument("--threads", type=int, default=1, help="cap for OMP/MKL/TF threads in the child")
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if not opts.report:
         for cell in opts.cells:
             dataset, limit = cell.rsplit(":", 1)
-            for seed in range(3, 3 + opts.seeds):
+            for seed in range(opts.first_seed, opts.first_seed + opts.seeds):
                 for mode in opts.modes:
                     k = key(dataset, int(limit), mode, seed)
                     if k in results and results[k].get("shipped"):
