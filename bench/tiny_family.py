@@ -51,7 +51,7 @@ def run_one(job: tuple) -> dict:
     run, chosen = sizing.size_to_budget(run, budget)
     if blocks is not None:  # the depth study: this depth, the widest plain net that fits
         run = replace(run, net=replace(run.net, blocks=blocks))
-        run = replace(run, net=sizing.with_width(run.net, sizing._widest(run, 0, budget)))
+        run = replace(run, net=sizing.with_width(run.net, sizing.widest(run, 0, budget)))
         chosen = {"width": run.net.width}
     t0 = time.monotonic()
     result = fit(run, data.splits(), lambda line: None)

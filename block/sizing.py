@@ -159,7 +159,7 @@ def deployed(run: RunConfig, k: int) -> int:
     return build_model(run, "cpu").deployed_params(k if run.mode != "traditional" else 0)
 
 
-def _widest(run: RunConfig, k: int, budget: int | Budget) -> int | None:
+def widest(run: RunConfig, k: int, budget: int | Budget) -> int | None:
     """Largest width whose model at k dendrites fits the budget (params, flash, RAM and MACs grow with the
     width), or None. The params bound the search first; the device limits are measured only below it."""
     budget = as_budget(budget)
@@ -211,7 +211,7 @@ def _size(run: RunConfig, budget: Budget) -> tuple[RunConfig, dict]:
     """size_to_budget for a fixed depth."""
     dendritic = run.mode != "traditional"
     k_max = run.schedule.max_dendrites if dendritic else 0
-    plain = _widest(run, 0, budget)
+    plain = widest(run, 0, budget)
     if plain is None:
         narrowest = replace(run, net=with_width(run.net, 1))
         raise ConfigError(f"a budget of {budget} is too small for this network: the narrowest (width 1) has "
@@ -219,7 +219,7 @@ def _size(run: RunConfig, budget: Budget) -> tuple[RunConfig, dict]:
     floor = min(MIN_BASE_WIDTH, plain)  # a budget too small for the floor keeps what the plain net gets
     k, width = 0, plain
     for k_try in range(k_max, 0, -1):
-        w = _widest(run, k_try, budget)
+        w = widest(run, k_try, budget)
         if w is not None and w >= floor:
             k, width = k_try, w
             break

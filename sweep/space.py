@@ -93,9 +93,10 @@ class Knob:
     when: Callable[[HParams], bool] = _always
     int_range: tuple[int, int] | None = None
 
-    def suggest(self, trial) -> Any:
+    def suggest(self, trial, int_range: tuple[int, int] | None = None) -> Any:
+        """The trial's value; `int_range` narrows an integer knob's range (a search under a budget)."""
         if self.int_range:
-            return trial.suggest_int(self.name, *self.int_range, log=True)
+            return trial.suggest_int(self.name, *(int_range or self.int_range), log=True)
         return trial.suggest_categorical(self.name, list(self.choices))
 
 
@@ -131,13 +132,15 @@ CONVFC_DENDRITES = {
     "linear-relu": {"perforate": "linear", "dendrite-activation": "relu"},
 }
 
+DS_DEPTHS = (1, 2, 3, 4)  # DS-TCN blocks
+FC_DEPTHS = (2, 3)  # conv layers of the conv+FC family
 FRONTIER_KNOBS: tuple[Knob, ...] = (
     Knob("family", ("dstcn", "convfc")),
-    Knob("ds_blocks", (1, 2, 3, 4), _ds),
+    Knob("ds_blocks", DS_DEPTHS, _ds),
     Knob("ds_width", when=_ds, int_range=(4, 64)),
     Knob("ds_kernel", (5, 7, 9), _ds),
     Knob("ds_multikernel", (False, True), _ds),
-    Knob("fc_conv_layers", (2, 3), _convfc),
+    Knob("fc_conv_layers", FC_DEPTHS, _convfc),
     Knob("fc_width", when=_convfc, int_range=(4, 48)),
     Knob("learning_rate", (0.002, 0.005, 0.01)),
     Knob("dropout", (0.0, 0.1, 0.2, 0.3)),
@@ -160,12 +163,14 @@ ALL_KNOBS: tuple[str, ...] = tuple(dict.fromkeys(k.name for knobs in KNOBS.value
 DEFAULT_TRIAL = "default"  # user attribute of the trial that trains the user's own settings (the default run)
 
 
-def suggest(trial, formats: tuple[str, ...], space: str = DEFAULT_SPACE) -> HParams:
-    """Draw one point of the space from an Optuna trial (fixed values of a retried trial come back as is)."""
+def suggest(trial, formats: tuple[str, ...], space: str = DEFAULT_SPACE,
+            ranges: dict[str, tuple[int, int]] | None = None) -> HParams:
+    """Draw one point of the space from an Optuna trial (fixed values of a retried trial come back as is);
+    `ranges` narrows integer knobs (the widths) to what a budget holds (sweep/studio.py `width_ranges`)."""
     hp: HParams = {"model_format": trial.suggest_categorical("model_format", list(formats))}
     for knob in KNOBS[space]:
         if knob.when(hp):
-            hp[knob.name] = knob.suggest(trial)
+            hp[knob.name] = knob.suggest(trial, (ranges or {}).get(knob.name))
     return hp
 
 

@@ -100,6 +100,38 @@ def starting_points(args: Namespace, data, budget) -> list[dict]:
     return [p for p in points if p is not None]
 
 
+def width_ranges(args: Namespace, data, budget, min_params: int) -> dict[str, tuple[int, int]]:
+    """The frontier space's width knobs narrowed to the widths whose nets fall between `min_params` and the
+    parameter budget at some depth of the space: under EI's 1,347-param budget at 3 classes, 4-64 channels
+    left TPE drawing so many nets over the budget or under the floor that 200 in a row were skipped."""
+    from block.configs import run_config
+    from block.params import parse_args
+    from block.sizing import Budget, widest
+
+    from .space import DS_DEPTHS, FC_DEPTHS, FRONTIER_KNOBS, to_argv
+
+    if not budget.params:
+        return {}
+    knobs = {k.name: k.int_range for k in FRONTIER_KNOBS if k.int_range}
+    recipe = {"model_format": "traditional", "learning_rate": 0.005, "dropout": 0.0, "input_noise": 0.3,
+              "label_smoothing": 0.1, "time_shift": 4, "masks": 1, "patience": 30}
+    shapes = {"ds_width": [{"family": "dstcn", "ds_blocks": b, "ds_width": 4, "ds_kernel": 9, "ds_multikernel": False}
+                           for b in DS_DEPTHS],
+              "fc_width": [{"family": "convfc", "fc_conv_layers": n, "fc_width": 4} for n in FC_DEPTHS]}
+    ranges = {}
+    for name, points in shapes.items():
+        lo, hi = knobs[name]
+        runs = [run_config(parse_args(namespace_argv(args) + to_argv(p | recipe)), data.n_features, data.n_classes)
+                for p in points]
+        tops = [widest(r, 0, Budget(params=budget.params)) for r in runs]
+        floors = [widest(r, 0, Budget(params=max(min_params, 1))) for r in runs]
+        top = max((t for t in tops if t), default=None)
+        if top is None:
+            continue
+        ranges[name] = (max(lo, min((f or lo) for f in floors)), max(min(hi, top), lo))
+    return ranges
+
+
 def enqueue_start(study, args: Namespace, data, budget, target: int) -> None:
     """Queue the default trial (the user's settings, sized to the budget) and the frontier's starting points,
     no more than `target` in all (queued trials always run, even past the target)."""
@@ -122,7 +154,7 @@ def best_args(args: Namespace, data, log) -> tuple[Namespace, object]:
     from .prune import make_pruner
     from .report import trial_rows
     from .space import DEFAULT_SPACE
-    from .study import SweepError, SweepSampler
+    from .study import SweepError, SweepSampler, tally
     from .worker import BATCH, Runner, work
 
     t0 = time.monotonic()
@@ -135,9 +167,10 @@ def best_args(args: Namespace, data, log) -> tuple[Namespace, object]:
     target = AS_MANY_AS_FIT if args.search_trials == "auto" else args.search_trials
     if target == AS_MANY_AS_FIT and not limit:
         raise SweepError("--search-trials auto needs a time limit (maxTrainingTimeSeconds in the job's info file)")
+    min_params = int(MIN_FILL * budget.params)
     runner = Runner(data, base, budget, formats, deadline=search_end, log=log, pruner=make_pruner(DEFAULT_PRUNER),
                     storage=storage, study_name="search", batch=BATCH, space=DEFAULT_SPACE, measure=True,
-                    min_params=int(MIN_FILL * budget.params))
+                    min_params=min_params, ranges=width_ranges(args, data, budget, min_params))
     if budget:
         runner.check_budget()
     # one objective, validation accuracy: the budget bounds the size, and a second objective (fewer params,
@@ -163,7 +196,11 @@ def best_args(args: Namespace, data, log) -> tuple[Namespace, object]:
             log("architecture search: stopping, the next batch would not fit in the time left for the search")
         return enough
 
-    count = work(study, runner, target, poll=1.0, should_start=time_for_another)
+    try:
+        count = work(study, runner, target, poll=1.0, should_start=time_for_another)
+    except SweepError as e:  # e.g. too many skipped points in a row: the search ends, the job goes on
+        count = tally(study.get_trials(deepcopy=False))
+        log(f"architecture search: stopping early: {e}")
     pick = confirm(study, runner, args, search_end, log)
     if pick is None:
         raise SweepError(f"architecture search: no trial finished ({count}); raise the time limit or the budget")

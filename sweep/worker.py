@@ -60,6 +60,7 @@ class Runner:
     space: str = space.DEFAULT_SPACE
     measure: bool = False  # measure every trial's flash, RAM and MACs (also without device limits)
     min_params: int = 0  # skip searched points smaller than this (Studio: too small to beat the default)
+    ranges: dict | None = None  # integer knobs' ranges narrowed to the budget (sweep/studio.py width_ranges)
     running: list = field(default_factory=list, repr=False)  # trials asked and not yet told
 
     def block_args(self, hp: space.HParams, max_dendrites: int | None = None):
@@ -197,7 +198,7 @@ class Runner:
         if trial.user_attrs.get(space.DEFAULT_TRIAL):
             hp = {space.DEFAULT_TRIAL: True, "model_format": self.block_args({space.DEFAULT_TRIAL: True}).model_format}
         else:
-            hp = space.suggest(trial, self.formats, self.space)
+            hp = space.suggest(trial, self.formats, self.space, self.ranges)
         trial.set_user_attr("hparams", hp)
         try:
             cfg, base_params = self._config(trial, hp)

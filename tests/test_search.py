@@ -268,3 +268,24 @@ def test_without_a_finished_default_the_default_ships(short_labels) -> None:
     study.add_trial(optuna.trial.create_trial(value=0.99, user_attrs=attrs))
     pick = confirm(study, FakeRunner({}), block_args(), None, print)
     assert pick["default"] and "did not finish" in pick["summary"]
+
+
+def test_a_search_that_gives_up_still_ships_the_default(data_dir: Path, monkeypatch) -> None:
+    """200 skipped points in a row (hello-world once: widths far over its budget) ended the whole job with an
+    ERR; now the search stops and the job goes on with what it has, here the default."""
+    from block.data import load_ei_data
+    from sweep import best_args, worker
+    from sweep.study import SweepError
+
+    real_work = worker.work
+
+    def gives_up(study, runner, target, poll, **kw):
+        real_work(study, runner, 1, poll, **kw)  # the default trial, then the skip limit
+        raise SweepError("200 trials in a row were skipped")
+
+    monkeypatch.setattr(worker, "work", gives_up)
+    args = block_args("--search-trials", "auto", "--epochs", "1")
+    args = Namespace(**{**vars(args), "data_directory": str(data_dir), "max_params": 1347})
+    lines: list[str] = []
+    chosen, _ = best_args(args, load_ei_data(data_dir), lines.append)
+    assert chosen is args and any("stopping early: 200 trials in a row" in line for line in lines)

@@ -63,7 +63,7 @@ def test_sizing_never_builds_a_base_under_the_floor(budget: int, n_classes: int,
     assert chosen["min_width"] == floor and chosen["width"] >= floor
     assert chosen["requested_dendrites"] == k and run.schedule.max_dendrites == chosen["max_dendrites"] <= k
     if chosen["max_dendrites"] < k:
-        more = sizing._widest(run, chosen["max_dendrites"] + 1, budget)
+        more = sizing.widest(run, chosen["max_dendrites"] + 1, budget)
         assert more is None or more < floor
         assert f"{k} dendrite(s) per neuron fit only on a base under {floor} channels" in chosen["note"]
     else:
