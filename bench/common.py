@@ -209,3 +209,11 @@ def run_train(train_args: Sequence[str], out_dir: Path, *, python: str = sys.exe
     else:
         record["metrics"] = json.loads(metrics_path.read_text())
     return record
+
+
+def publish(table: str, body: str, update: bool, section: str, tool: str) -> int:
+    """The end of a bench: print its table, and with `update` refresh its section of RESULTS.md; exit code 0."""
+    print(table)
+    if update:
+        update_md_section(RESULTS_MD, section, body, tool)
+    return 0

@@ -21,13 +21,12 @@ from bench.common import (
     DATA_ROOT,
     REPO,
     RESULTS_DIR,
-    RESULTS_MD,
     fmt_pm,
     machine_info,
     markdown_table,
+    publish,
     run_train,
     text_table,
-    update_md_section,
     write_json,
 )
 
@@ -111,11 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             results[key] = record(run["metrics"], opts.dataset, opts.flash_kb, opts.ram_kb, seed, run["wall_seconds"])
             write_json(RESULTS_JSON, results)
-    table, body = report(results)
-    print(table)
-    if opts.update_results_md:
-        update_md_section(RESULTS_MD, SECTION, body, "bench/device_budget.py")
-    return 0
+    return publish(*report(results), opts.update_results_md, SECTION, "bench/device_budget.py")
 
 
 if __name__ == "__main__":

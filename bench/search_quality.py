@@ -26,14 +26,13 @@ from bench.common import (
     DATA_ROOT,
     REPO,
     RESULTS_DIR,
-    RESULTS_MD,
     fmt_pm,
     machine_info,
     markdown_table,
     mean_sd,
+    publish,
     run_train,
     text_table,
-    update_md_section,
     write_json,
 )
 
@@ -173,11 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     shipped = results[k].get("shipped") or {}
                     print(f"  {k}: holdout int8 {shipped.get('holdout_int8')}, {results[k].get('verdict', '')}",
                           flush=True)
-    table, body = report(results)
-    print(table)
-    if opts.update_results_md:
-        update_md_section(RESULTS_MD, SECTION, body, "bench/search_quality.py")
-    return 0
+    return publish(*report(results), opts.update_results_md, SECTION, "bench/search_quality.py")
 
 
 if __name__ == "__main__":
