@@ -36,11 +36,14 @@ def plan(run, budget: Budget) -> SizePlan:
     """Size bound of the model `fit` would train from this RunConfig, capped to the budget."""
     from kws.trainer import build_model
 
-    model = build_model(run, "cpu")
+    model = build_model(run, "cpu")  # once: it counts params at any k (over_budget would rebuild it per k)
     k_max = run.schedule.max_dendrites if run.mode != "traditional" else 0
-    for k in range(k_max, -1, -1):
-        if not over_budget(run, k, budget):
-            return SizePlan(model.deployed_params(0), k, model.deployed_params(k),
-                            device_costs(run, k) if budget.device else None)
     base = model.deployed_params(0)
+    for k in range(k_max, -1, -1):
+        params = model.deployed_params(k)
+        if budget.over(params):
+            continue
+        costs = device_costs(run, k) if budget.device else None
+        if costs is None or not budget.over(params, costs):
+            return SizePlan(base, k, params, costs)
     return SizePlan(base, None, base, None, "; ".join(over_budget(run, 0, budget)))
