@@ -39,9 +39,9 @@ RECIPE_DEFAULTS = {"augment-time-shift": 4, "augment-time-masks": 1, "augment-ti
 # The block's documented interface: param -> default (what the team agreed; changing one is an interface change).
 EXPECTED_DEFAULTS = {
     **RECIPE_DEFAULTS,
-    "epochs": 200, "learning-rate": 0.005, "batch-size": 32, "model-preset": "auto",
+    "epochs": 200, "learning-rate": 0.01, "batch-size": 32, "model-preset": "auto",
     "conv-type": "conv1d", "conv-layers": 2, "conv-width": 8, "width-growth": "doubling", "kernel-size": 3,
-    "linear-layers": 1, "linear-width": 16, "dropout": 0, "input-noise": 0.3, "model-format": "traditional",
+    "linear-layers": 1, "linear-width": 16, "dropout": 0.1, "input-noise": 0.3, "model-format": "traditional",
     "max-dendrites": 2, "switch-patience": 10, "improvement-threshold": 0.0001, "init-multiplier": 0.01,
     "dendrite-activation": "relu", "perforate": "all", "dendrite-patience": 3, "dendrite-update": True,
     "max-dendrite-tries": 2, "perforate-layers": "", "dendrite-dilation": 1, "dendrite-kernel": 0, "candidate-pool": 1, "install-noise-ratio": 0, "early-stopping-patience": 30, "lr-patience": 10, "mfcc-coefficients": 13, "seed": 3,
@@ -186,16 +186,16 @@ def test_the_runners_argv_parses(capsys: pytest.CaptureFixture) -> None:
         "/home", "/home/out", 30, 0.0005)
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert defaults_note(args) == ("note: epochs=30 and learning-rate=0.0005 differ from the block's "
-                                   "defaults (200, 0.005); the EI runner passes its own values")
+                                   "defaults (200, 0.01); the EI runner passes its own values")
 
 
 @pytest.mark.parametrize(("argv", "note"), [
     ([], None),
-    (["--epochs", "200", "--learning-rate", "0.005"], None),
+    (["--epochs", "200", "--learning-rate", "0.01"], None),
     (["--epochs", "30"],
      "note: epochs=30 differs from the block's default (200); the EI runner passes its own value"),
-    (["--learning-rate", "0.01"],
-     "note: learning-rate=0.01 differs from the block's default (0.005); the EI runner passes its own value"),
+    (["--learning-rate", "0.005"],
+     "note: learning-rate=0.005 differs from the block's default (0.01); the EI runner passes its own value"),
     (["--max-dendrites", "5"], None),  # only the two values the runner always passes are noted
 ])
 def test_defaults_note(argv: list[str], note: str | None) -> None:
