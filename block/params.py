@@ -84,7 +84,18 @@ def budget(text: str | int) -> str | int:
         raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor a non-negative integer") from None
 
 
-BY_PARAM: dict[str, Callable] = {"max-params": budget, "search-trials": budget}  # parameters whose values need more than their EI type
+def auto_or_rate(text: str | float) -> str | float:
+    """--dropout: 'auto' (the network's measured default, block/configs.py) or a rate in [0, 1)."""
+    word = str(text).strip().lower()
+    if word == "auto":
+        return "auto"
+    value = non_negative_float(word)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: must be 'auto' or in [0, 1)")
+    return value
+
+
+BY_PARAM: dict[str, Callable] = {"max-params": budget, "search-trials": budget, "dropout": auto_or_rate}  # parameters whose values need more than their EI type
 
 # Bounds the configs' validate() would otherwise enforce only after the data is loaded (kws/trainer.py,
 # kws/nets/convfc.py, kws/augment.py, dendritic/pb.py, dendritic/schedule.py): the parser says it at once.
@@ -97,7 +108,6 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "kernel-size": (lambda v: v % 2 == 1, "an odd number ('same' padding)"),
     "linear-layers": (lambda v: 1 <= v <= 3, "1-3"),
     "linear-width": (lambda v: v >= 1, ">= 1"),
-    "dropout": (lambda v: v < 1, "in [0, 1)"),
     "augment-time-warp": (lambda v: v < 0.5, "in [0, 0.5)"),
     "label-smoothing": (lambda v: v < 1, "in [0, 1)"),
     "distill-weight": (lambda v: v <= 1, "in [0, 1]"),

@@ -262,3 +262,22 @@ def test_multi_kernel_branches_never_get_dendrites_even_at_one_channel() -> None
     assert not any("branches" in name for name in wrap_layers(net, "all", "relu", 0.01))
     run, chosen = size_to_budget(run_config(parse_args(["--model-format", "cc"]), 650, 3), 1000)
     assert run.net.branch_kernels and chosen["bound_params"] <= 1000
+
+
+@pytest.mark.parametrize(("argv", "family", "rate"), [
+    ([], "DSConfig", 0.1),  # Edge Impulse's size (3,228 at 12 classes): above 2,000 params
+    (["--max-params", "1000"], "DSConfig", 0.0),  # small DS-TCN: no dropout (bench/recipe_scan.py)
+    (["--max-params", "2000"], "DSConfig", 0.0),
+    (["--max-params", "2001"], "DSConfig", 0.1),
+    (["--max-params", "0"], "DSConfig", 0.1),  # no budget: the larger nets' rate
+    (["--model-preset", "conv3"], "NetConfig", 0.0),  # conv+FC: issue 13's recipe
+    (["--model-preset", "custom"], "NetConfig", 0.0),
+    (["--max-params", "1000", "--dropout", "0.3"], "DSConfig", 0.3),  # a given rate is kept
+    (["--model-preset", "conv3", "--dropout", "0.2"], "NetConfig", 0.2),
+])
+def test_auto_dropout_follows_family_and_budget(argv: list[str], family: str, rate: float) -> None:
+    from block.configs import run_config
+    from block.params import parse_args
+
+    run = run_config(parse_args(["--data-directory", "x", "--out-directory", "y", *argv]), 650, 12)
+    assert (type(run.net).__name__, run.net.dropout) == (family, rate)

@@ -41,7 +41,7 @@ EXPECTED_DEFAULTS = {
     **RECIPE_DEFAULTS,
     "epochs": 200, "learning-rate": 0.01, "batch-size": 32, "model-preset": "auto",
     "conv-type": "conv1d", "conv-layers": 2, "conv-width": 8, "width-growth": "doubling", "kernel-size": 3,
-    "linear-layers": 1, "linear-width": 16, "dropout": 0.1, "input-noise": 0.3, "model-format": "traditional",
+    "linear-layers": 1, "linear-width": 16, "dropout": "auto", "input-noise": 0.3, "model-format": "traditional",
     "max-dendrites": 2, "switch-patience": 10, "improvement-threshold": 0.0001, "init-multiplier": 0.01,
     "dendrite-activation": "relu", "perforate": "all", "dendrite-patience": 3, "dendrite-update": True,
     "max-dendrite-tries": 2, "perforate-layers": "", "dendrite-dilation": 1, "dendrite-kernel": 0, "candidate-pool": 1, "install-noise-ratio": 0, "early-stopping-patience": 30, "lr-patience": 10, "mfcc-coefficients": 13, "seed": 3,
@@ -78,6 +78,8 @@ def other_value(item: dict):
         return "auto", "auto"
     if item["param"] == "perforate-layers":  # layer names
         return "convs.1", "convs.1"
+    if item["param"] == "dropout":  # "auto" or a rate
+        return "0.25", 0.25
     return str(value + 0.125), value + 0.125
 
 
@@ -240,7 +242,7 @@ def test_known_args_only_print_nothing(capsys: pytest.CaptureFixture) -> None:
     (FIXED + ["--learning-rate", "fast"], r"--learning-rate: 'fast' is not a non-negative number"),
     (FIXED + ["--epochs", "0"], r"--epochs: '0' is out of range: must be >= 1"),
     (FIXED + ["--learning-rate", "0"], r"--learning-rate: '0' is out of range: must be > 0"),
-    (FIXED + ["--dropout", "1"], r"--dropout: '1' is out of range: must be in \[0, 1\)"),
+    (FIXED + ["--dropout", "1"], r"--dropout: '1' is out of range: must be 'auto' or in \[0, 1\)"),
     (FIXED + ["--kernel-size", "4"], r"--kernel-size: '4' is out of range: must be an odd number"),
     (FIXED + ["--linear-layers", "4"], r"--linear-layers: '4' is out of range: must be 1-3"),
     (FIXED + ["--max-params", "lots"], r"--max-params: 'lots' is neither 'auto' nor a non-negative integer"),
