@@ -71,7 +71,9 @@ def starting_points(args: Namespace, data, budget) -> list[dict]:
     from .space import frontier_point
 
     def sized(preset: str, limits: Budget):
-        cfg = run_config(Namespace(**{**vars(args), "model_preset": preset}), data.n_features, data.n_classes)
+        # max_params = this point's budget, so that budget-dependent defaults (`--dropout auto`) are auto's there
+        at = {"model_preset": preset, "max_params": limits.params or args.max_params}
+        cfg = run_config(Namespace(**{**vars(args), **at}), data.n_features, data.n_classes)
         return size_to_budget(cfg, limits)[0] if limits else cfg
 
     try:

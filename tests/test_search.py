@@ -76,7 +76,9 @@ def test_starting_points_are_the_frontier_picks(n_classes: int) -> None:
         sized = size_to_budget(run_config(block_args(), 650, n_classes), b)[0].net
         assert replace(sized, dropout=0.0, noise_std=0.3) in [replace(n, dropout=0.0, noise_std=0.3) for n in nets]
     assert any(p["family"] == "convfc" for p in points)
-    assert all(p["learning_rate"] == 0.005 and p["patience"] == 30 and p["masks"] == 1 for p in points)
+    assert all(p["learning_rate"] == args.learning_rate and p["patience"] == 30 and p["masks"] == 1 for p in points)
+    # `--dropout auto` as auto has it at each point's own budget: none at 1k, 0.1 for the default's twin
+    assert points[0]["dropout"] == 0.0 and 0.1 in [p["dropout"] for p in points]
 
 
 # ---- the noise-aware pick ----
