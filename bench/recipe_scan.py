@@ -1,6 +1,7 @@
 """The training recipe of the default DS-TCN (issue 23): one knob at a time, then combinations, on gsc12-real.
 
-    .venv/bin/python -m bench.recipe_scan --variants base "lr 0.01 + dropout 0.1" --seeds 3 4 5 6 7
+    .venv/bin/python -m bench.recipe_scan --variants "base (lr 0.005, dropout 0)" "lr 0.01 + dropout 0.1" --seeds 3 4 5 6 7
+    .venv/bin/python -m bench.recipe_scan --max-params 1000 --variants "lr 0.01" "lr 0.01 + dropout 0.1"
     .venv/bin/python -m bench.recipe_scan --report --update-results-md      # tables only, no training
 
 Each run is the block's default network (`auto`, sized to Edge Impulse's default network) trained in-process
