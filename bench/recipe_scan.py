@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[3, 4, 5, 6, 7])
     p.add_argument("--max-params", default="auto", help="the budget the default network is sized to")
+    p.add_argument("--speaker-validation", action="store_true",
+                   help="train and validate on a speaker-disjoint split of the training pool (`speaker_split`)")
     p.add_argument("--data-root", type=Path, default=common.DATA_ROOT)
     p.add_argument("--jobs", type=int, default=2, help="runs at once (one core each)")
     p.add_argument("--report", action="store_true", help="print the tables from the results file only")
@@ -76,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_one(job: tuple[str, int, str]) -> dict:
     """Size the default network, train it with the variant's flags, score the best checkpoint (float)."""
-    variant, seed, data_root, budget_flag = job
+    variant, seed, data_root, budget_flag, by_speaker = job
     os.environ.update(common.thread_env(1))
     from dataclasses import replace
 
@@ -100,13 +102,53 @@ def run_one(job: tuple[str, int, str]) -> dict:
     cfg = replace(cfg, net=replace(cfg.net, **net_fields))
     cfg, _ = size_to_budget(cfg, Budget(params=budget), reshape=True)
     t0 = time.monotonic()
-    result = fit(cfg, data.splits(), lambda line: None)
+    splits = speaker_split(data, data_dir) if by_speaker else data.splits()
+    result = fit(cfg, splits, lambda line: None)
     model = result.model.cpu().eval()
-    val = evaluate(model, torch.tensor(data.x_val), torch.tensor(data.y_val))[1]
+    val = evaluate(model, torch.tensor(splits.x_val), torch.tensor(splits.y_val))[1]
     holdout = evaluate(model, torch.tensor(data.x_holdout), torch.tensor(data.y_holdout))[1]
-    return {"variant": variant, "seed": seed, "max_params": budget_flag, "flags": VARIANTS[variant], "params": model.deployed_params(),
+    return {"variant": variant, "seed": seed, "max_params": budget_flag, "validation": _protocol(by_speaker), "flags": VARIANTS[variant], "params": model.deployed_params(),
             "width": cfg.net.width, "val": val, "holdout": holdout, "epochs": result.epochs,
             "seconds": time.monotonic() - t0, "commit": common.git("rev-parse", "--short", "HEAD")}
+
+
+SPEAKER_SPLIT_SEED = 20261208
+SPEAKER_VAL_SHARE = 0.2
+
+
+def _protocol(by_speaker: bool) -> str:
+    return "speakers" if by_speaker else "EI"
+
+
+def _key(r: dict) -> tuple:
+    """A run's identity in the results file (runs from before a field existed take its default)."""
+    return r["variant"], r["seed"], r.get("max_params", "auto"), r.get("validation", "EI")
+
+
+def speaker_split(data, data_dir: Path):
+    """EI's training and validation rows pooled, then split by speaker (samples.csv): SPEAKER_VAL_SHARE of
+    the speakers validate, the rest train. EI's own validation split shares every speaker with training
+    (gsc12-real's README), so it rewards recognising voices; the block's users are judged on new ones.
+    Clips without a speaker (noise) are split by a fixed draw. The holdout stays untouched."""
+    import csv
+
+    import numpy as np
+
+    from kws.trainer import Splits
+
+    rows = {("train", i): None for i in range(len(data.x_train))} | {("validation", i): None for i in range(len(data.x_val))}
+    with (data_dir / "samples.csv").open() as f:
+        for rec in csv.DictReader(f):
+            if (rec["split"], int(rec["row"])) in rows:
+                rows[(rec["split"], int(rec["row"]))] = rec["speaker"] or None
+    rng = np.random.RandomState(SPEAKER_SPLIT_SEED)
+    speakers = sorted({s for s in rows.values() if s})
+    held = set(rng.permutation(speakers)[:round(SPEAKER_VAL_SHARE * len(speakers))])
+    x = np.concatenate([data.x_train, data.x_val])
+    y = np.concatenate([data.y_train, data.y_val])
+    keys = [("train", i) for i in range(len(data.x_train))] + [("validation", i) for i in range(len(data.x_val))]
+    val = np.array([rows[k] in held if rows[k] else rng.rand() < SPEAKER_VAL_SHARE for k in keys])
+    return Splits(x[~val], y[~val], x[val], y[val], data.x_holdout, data.y_holdout)
 
 
 def load() -> dict:
@@ -116,8 +158,7 @@ def load() -> dict:
 def save(rec: dict) -> dict:
     """Add one run to the results file, re-read first: two scans (e.g. two budgets) may share the file."""
     results = load()
-    results["runs"] = [r for r in results["runs"] if (r["variant"], r["seed"], r.get("max_params", "auto"))
-                       != (rec["variant"], rec["seed"], rec["max_params"])] + [rec]
+    results["runs"] = [r for r in results["runs"] if _key(r) != _key(rec)] + [rec]
     results["machine"] = common.machine_info()
     common.write_json(RESULTS_JSON, results)
     return results
@@ -127,13 +168,13 @@ def report(results: dict) -> tuple[str, str]:
     """(text table, RESULTS.md body): per variant mean +- sd over its seeds, best validation first."""
     by: dict[str, list[dict]] = {}
     for r in results["runs"]:
-        by.setdefault((r.get("max_params", "auto"), r["variant"]), []).append(r)
+        by.setdefault((_key(r)[2:], r["variant"]), []).append(r)
     rows = []
-    for (budget, variant), runs in by.items():
+    for ((budget, protocol), variant), runs in by.items():
         val, hold = [100 * r["val"] for r in runs], [100 * r["holdout"] for r in runs]
-        rows.append(((budget != "auto", budget, -statistics.mean(val)), [budget, variant, runs[0]["params"], " ".join(str(s) for s in sorted(r["seed"] for r in runs)),
+        rows.append(((protocol, budget != "auto", budget, -statistics.mean(val)), [protocol, budget, variant, runs[0]["params"], " ".join(str(s) for s in sorted(r["seed"] for r in runs)),
                      common.fmt_pm(val, 1), common.fmt_pm(hold, 1), round(statistics.mean(r["epochs"] for r in runs))]))
-    headers = ["max params", "variant", "params", "seeds", "val % (selection)", "holdout % (test)", "epochs"]
+    headers = ["validation", "max params", "variant", "params", "seeds", "val % (selection)", "holdout % (test)", "epochs"]
     table_rows = [row for _, row in sorted(rows, key=lambda t: t[0])]
     m = results.get("machine", {})
     body = (f"Command: `python -m bench.recipe_scan --variants V --seeds S` (2 runs at a time, one thread each); "
@@ -149,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = load()
     if not args.report:
-        done = {(r["variant"], r["seed"], r.get("max_params", "auto")) for r in results["runs"]}
-        jobs = [(v, s, str(args.data_root), args.max_params) for s in args.seeds for v in args.variants
-                if (v, s, args.max_params) not in done]
+        done = {_key(r) for r in results["runs"]}
+        protocol = _protocol(args.speaker_validation)
+        jobs = [(v, s, str(args.data_root), args.max_params, args.speaker_validation) for s in args.seeds
+                for v in args.variants if (v, s, args.max_params, protocol) not in done]
         with ProcessPoolExecutor(args.jobs) as pool:
             for rec in pool.map(run_one, jobs):
                 print(f"{rec['variant']} seed {rec['seed']}: val {rec['val']:.4f} holdout {rec['holdout']:.4f}", flush=True)
