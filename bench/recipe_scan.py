@@ -7,7 +7,7 @@
 Each run is the block's default network (`auto`, sized to Edge Impulse's default network) trained in-process
 by `kws.trainer.fit` with the block's arguments plus the variant's flags; every variant names its learning
 rate and dropout, so a run means the same thing whatever parameters.json holds today. `net:` entries change a
-DS-TCN field before sizing (e.g. the stem kernel, which has no flag). Float accuracy of the best-validation
+DS-TCN field before sizing (e.g. the stem kernel, which has no flag; a depth set this way is kept). Float accuracy of the best-validation
 checkpoint on validation (the selection criterion) and on the public holdout (a test set: reported, never
 selected on). No export: int8 stays within half a point of float for this family (RESULTS.md "Frontier
 rerun"); the chosen recipe is measured end to end, int8 included, by bench/default_runs.py. Two runs at a
@@ -53,6 +53,8 @@ VARIANTS: dict[str, list[str]] = {
     "lr 0.01 + dropout 0.1 + stem kernel 5": LD + ["net:stem_kernel=5"],
     "lr 0.01 + dropout 0.1 + kernel 7": LD + ["net:kernel=7"],
     "lr 0.02 + dropout 0.1": ["--learning-rate", "0.02", "--dropout", "0.1"],
+    "lr 0.01 + dropout 0.1 + 3 blocks": LD + ["net:blocks=3"],
+    "lr 0.01 + dropout 0.1 + 1 block": LD + ["net:blocks=1", "net:downsample=1"],
     "lr 0.01 + dropout 0.05": ["--learning-rate", "0.01", "--dropout", "0.05"],
     "lr 0.01 + dropout 0.1 + lr patience 5": LD + ["--lr-patience", "5"],
     "lr 0.01 + dropout 0.1 + lr patience 20": LD + ["--lr-patience", "20"],
@@ -100,7 +102,8 @@ def run_one(job: tuple[str, int, str]) -> dict:
                                args.model_preset)
     cfg = run_config(args, data.n_features, data.n_classes)
     cfg = replace(cfg, net=replace(cfg.net, **net_fields))
-    cfg, _ = size_to_budget(cfg, Budget(params=budget), reshape=True)
+    # a variant that sets the depth keeps it (reshape would take it from the budget)
+    cfg, _ = size_to_budget(cfg, Budget(params=budget), reshape="blocks" not in net_fields)
     t0 = time.monotonic()
     splits = speaker_split(data, data_dir) if by_speaker else data.splits()
     result = fit(cfg, splits, lambda line: None)
