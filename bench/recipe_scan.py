@@ -55,6 +55,7 @@ VARIANTS: dict[str, list[str]] = {
     "lr 0.02 + dropout 0.1": ["--learning-rate", "0.02", "--dropout", "0.1"],
     "lr 0.01 + dropout 0.1 + 3 blocks": LD + ["net:blocks=3"],
     "lr 0.01 + dropout 0.1 + 1 block": LD + ["net:blocks=1", "net:downsample=1"],
+    "lr 0.01 + dropout 0.1 + one strided block": LD + ["net:downsample=1"],
     "lr 0.01 + dropout 0.05": ["--learning-rate", "0.01", "--dropout", "0.05"],
     "lr 0.01 + dropout 0.1 + lr patience 5": LD + ["--lr-patience", "5"],
     "lr 0.01 + dropout 0.1 + lr patience 20": LD + ["--lr-patience", "20"],
