@@ -87,32 +87,28 @@ def run_one(job: tuple[str, int, str]) -> dict:
 
     import torch
 
-    from block.configs import run_config
-    from block.data import load_ei_data
-    from block.params import parse_args as block_args
     from block.sizing import Budget, resolve_budget, size_to_budget
     from kws.trainer import evaluate, fit
 
     flags = [f for f in VARIANTS[variant] if not f.startswith("net:")]
     net_fields = {k: int(v) for k, v in (f[4:].split("=") for f in VARIANTS[variant] if f.startswith("net:"))}
-    data_dir = Path(data_root) / DATASET
-    args = block_args(["--data-directory", str(data_dir), "--holdout-directory", str(data_dir / "holdout"),
-                       "--seed", str(seed), "--max-params", budget_flag, *flags])
-    data = load_ei_data(args.data_directory, args.info_file, args.holdout_directory, args.mfcc_coefficients)
+    data = common.load_dataset(DATASET, Path(data_root))
+    args, cfg = common.block_run(["--seed", str(seed), "--max-params", budget_flag, *flags], data.n_features,
+                                 data.n_classes)
     budget, _ = resolve_budget(args.max_params, data.n_features, data.n_classes, args.mfcc_coefficients,
                                args.model_preset)
-    cfg = run_config(args, data.n_features, data.n_classes)
     cfg = replace(cfg, net=replace(cfg.net, **net_fields))
     # a variant that sets the depth keeps it (reshape would take it from the budget)
     cfg, _ = size_to_budget(cfg, Budget(params=budget), reshape="blocks" not in net_fields)
     t0 = time.monotonic()
-    splits = speaker_split(data, data_dir) if by_speaker else data.splits()
+    splits = speaker_split(data, Path(data_root) / DATASET) if by_speaker else data.splits()
     result = fit(cfg, splits, lambda line: None)
     model = result.model.cpu().eval()
     val = evaluate(model, torch.tensor(splits.x_val), torch.tensor(splits.y_val))[1]
     holdout = evaluate(model, torch.tensor(data.x_holdout), torch.tensor(data.y_holdout))[1]
-    return {"variant": variant, "seed": seed, "max_params": budget_flag, "validation": _protocol(by_speaker), "flags": VARIANTS[variant], "params": model.deployed_params(),
-            "width": cfg.net.width, "val": val, "holdout": holdout, "epochs": result.epochs,
+    return {"variant": variant, "seed": seed, "max_params": budget_flag, "validation": _protocol(by_speaker),
+            "flags": VARIANTS[variant], "params": model.deployed_params(), "width": cfg.net.width, "val": val,
+            "holdout": holdout, "epochs": result.epochs,
             "seconds": time.monotonic() - t0, "commit": common.git("rev-parse", "--short", "HEAD")}
 
 
